@@ -1,0 +1,33 @@
+/*
+ * The webhook body: the event payload that every provider receives.
+ *
+ *   {"event": ..., "timestamp": ..., "data": {"lead": ..., "campaign": ...,
+ *    "linkedInAccount": ...}, "metadata": {"eventId": ..., "userId": ..., "integrationId": ...}}
+ *
+ * Keys appear in exactly this order. The JSON is compact (no whitespace between tokens) and
+ * UTF-8 is written as is, not escaped, so the body's bytes are what a receiver hashes.
+ * "campaign" is absent when the event has none, and "linkedInAccount" when there is none.
+ */
+#ifndef BEARHOOK_CORE_PAYLOAD_H
+#define BEARHOOK_CORE_PAYLOAD_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+struct payload_input {
+    const char *event;               /* wire name of the event type */
+    int64_t timestamp_ms;            /* when the event happened, Unix milliseconds */
+    const json_t *lead;              /* canonical lead record */
+    const json_t *campaign;          /* canonical campaign record, or NULL */
+    const json_t *linkedin_account;  /* canonical LinkedIn account record, or NULL */
+    const char *event_id;
+    const char *user_id;
+    const char *integration_id;
+};
+
+/* Returns the body for the caller to free, and its length in bytes. */
+char *payload_build(const struct payload_input *input, size_t *len);
+
+#endif

@@ -1,0 +1,1 @@
+#include "delivery/dispatcher.h"

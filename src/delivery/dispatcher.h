@@ -1,0 +1,37 @@
+/*
+ * The dispatcher: one thread that claims due deliveries and runs their attempts concurrently
+ * on the libcurl multi interface, with keep-alive connection reuse.
+ *
+ * Each attempt sends the stored body byte for byte, signs it with the integration's current
+ * secret and a fresh timestamp, and ends within the integration's timeoutMs. Redirects are
+ * not followed. Any 2xx is a success; anything else is retried on the retry schedule until
+ * 1 + maxRetries attempts have failed.
+ *
+ * The dispatcher opens its own store connection. dispatcher_notify may be called from any
+ * thread to say that new work was committed. dispatcher_stop stops claiming, abandons
+ * attempts in flight (their leases expire and the work is claimed again) and joins.
+ */
+#ifndef BEARHOOK_DELIVERY_DISPATCHER_H
+#define BEARHOOK_DELIVERY_DISPATCHER_H
+
+#include "core/error.h"
+#include "core/url.h"
+#include "delivery/retry.h"
+
+struct dispatcher_options {
+    const char *store_location;
+    int max_in_flight;                   /* attempts running at once */
+    struct retry_policy retry;
+    const struct target_policy *targets; /* must outlive the dispatcher */
+    const char *ca_file;                 /* extra CA bundle for HTTPS targets, or NULL */
+    int64_t lease_margin_ms;             /* lease = the attempt's timeout + this margin */
+};
+
+struct dispatcher;
+
+struct dispatcher *dispatcher_start(const struct dispatcher_options *options,
+                                    struct bh_error *err);
+void dispatcher_notify(struct dispatcher *dispatcher);
+void dispatcher_stop(struct dispatcher *dispatcher);
+
+#endif

@@ -1,0 +1,219 @@
+/*
+ * The storage interface: every read and write that bearhook makes, behind one table of
+ * function pointers per back end (SQLite now; PostgreSQL shares this interface).
+ *
+ * A struct store is one connection. It is not thread-safe: each thread that needs the
+ * database opens its own, or callers serialize access with their own lock. Functions return
+ * 0 or a negative BH_ERR_* code; BH_ERR_NOT_FOUND when a row that was asked for by id does
+ * not exist or belongs to another user, BH_ERR_STORE (with err's message) when the database
+ * fails. Every lookup is scoped to a user id.
+ *
+ * Ownership: structs filled by the store own their strings; release them with the matching
+ * _release function. Arrays returned through pointer arguments are the caller's to free with
+ * the matching _free function.
+ *
+ * Deliveries move through states: pending -> succeeded | failed | cancelled. A pending
+ * delivery is due when next_attempt_ms <= now and it has no live lease. A worker claims due
+ * deliveries, which sets lease_owner and lease_until_ms; it then reports each attempt with
+ * store_delivery_finish, which applies only while the lease is still the worker's.
+ */
+#ifndef BEARHOOK_STORE_STORE_H
+#define BEARHOOK_STORE_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/error.h"
+#include "core/ids.h"
+#include "core/integration.h"
+#include "core/records.h"
+
+#define LEASE_OWNER_MAX 64
+#define RESPONSE_EXCERPT_MAX 1024 /* bytes of a response body kept with an attempt */
+
+struct user {
+    char id[ID_LEN + 1];
+    char name[128];
+    int64_t created_ms;
+};
+
+struct mapping {
+    char campaign_id[EXTERNAL_ID_MAX + 1];
+    char integration_id[ID_LEN + 1];
+    uint32_t events;
+    bool active;
+    int64_t created_ms;
+    int64_t updated_ms;
+};
+
+struct event_record {
+    char id[EVENT_ID_LEN + 1];
+    char user_id[ID_LEN + 1];
+    int type;                /* enum event_type */
+    char *lead_id;
+    char *campaign_id;       /* NULL when the event has no campaign */
+    char *account_id;        /* NULL when there is no LinkedIn account */
+    int64_t occurred_ms;
+    int64_t created_ms;
+};
+
+enum delivery_state {
+    DELIVERY_PENDING,
+    DELIVERY_SUCCEEDED,
+    DELIVERY_FAILED,
+    DELIVERY_CANCELLED,
+};
+
+struct delivery {
+    char id[DELIVERY_ID_LEN + 1];
+    char event_id[EVENT_ID_LEN + 1];
+    char integration_id[ID_LEN + 1];
+    char user_id[ID_LEN + 1];
+    int event_type;
+    char *body; /* the exact bytes sent on every attempt */
+    size_t body_len;
+    enum delivery_state state;
+    int attempts;            /* attempts made so far */
+    int64_t next_attempt_ms; /* when a pending delivery is next due */
+    int64_t created_ms;
+    int64_t updated_ms;
+    int last_http_status;    /* 0 when the last attempt got no HTTP response */
+    char *last_error;        /* NULL after a success or before any attempt */
+};
+
+struct attempt {
+    int number;          /* 1 for the first attempt */
+    int64_t started_ms;
+    int duration_ms;
+    int http_status;     /* 0 when no HTTP response arrived */
+    char *error;         /* NULL for a 2xx */
+    char *response_excerpt; /* at most RESPONSE_EXCERPT_MAX bytes of the body, may be NULL */
+    size_t response_excerpt_len;
+};
+
+/* What a worker needs to make one attempt, read from the delivery and its integration. */
+struct delivery_job {
+    char delivery_id[DELIVERY_ID_LEN + 1];
+    char event_id[EVENT_ID_LEN + 1];
+    char integration_id[ID_LEN + 1];
+    char user_id[ID_LEN + 1];
+    char *url;
+    bool signing;
+    char *secret; /* the integration's current secret; NULL when signing is off */
+    struct custom_header *headers;
+    size_t header_count;
+    int timeout_ms;
+    int max_retries;
+    char *body;
+    size_t body_len;
+    int attempts_before; /* attempts already made before this claim */
+};
+
+/* The result of one attempt, and what the delivery becomes. */
+struct attempt_outcome {
+    const char *delivery_id;
+    const char *integration_id;
+    const char *lease_owner;
+    int64_t started_ms;
+    int duration_ms;
+    int http_status;
+    const char *error;            /* NULL on success */
+    const char *response_excerpt; /* may be NULL */
+    size_t response_excerpt_len;
+    enum delivery_state new_state; /* PENDING to retry, SUCCEEDED, or FAILED for good */
+    int64_t next_attempt_ms;       /* when new_state is PENDING */
+};
+
+struct store;
+
+/*
+ * Opens the store named by location: a file path or "sqlite:PATH" for SQLite. Creates the
+ * database and its folder if missing and applies pending schema migrations.
+ */
+struct store *store_open(const char *location, struct bh_error *err);
+void store_close(struct store *store);
+
+/* Transactions. begin takes the write lock at once, so a transaction never fails half way
+ * because another connection wrote first. */
+int store_begin(struct store *store, struct bh_error *err);
+int store_commit(struct store *store, struct bh_error *err);
+void store_rollback(struct store *store);
+
+/* Users and API keys. */
+int store_user_create(struct store *store, const struct user *user, const char *key_hash,
+                      struct bh_error *err);
+int store_user_count(struct store *store, int64_t *count, struct bh_error *err);
+int store_user_by_key(struct store *store, const char *key_hash, struct user *out,
+                      struct bh_error *err);
+
+/* Integrations. */
+int store_integration_insert(struct store *store, const struct integration *integration,
+                             struct bh_error *err);
+int store_integration_get(struct store *store, const char *user_id, const char *id,
+                          struct integration *out, struct bh_error *err);
+int store_integration_list(struct store *store, const char *user_id, struct integration **out,
+                           size_t *count, struct bh_error *err);
+void integration_list_free(struct integration *items, size_t count);
+/* Deletes the integration, its mappings, its deliveries and their attempts. */
+int store_integration_delete(struct store *store, const char *user_id, const char *id,
+                             struct bh_error *err);
+
+/* Leads, campaigns and LinkedIn accounts, stored as canonical JSON text. */
+int store_record_get(struct store *store, enum record_kind kind, const char *user_id,
+                     const char *id, char **json_text, struct bh_error *err);
+int store_record_put(struct store *store, enum record_kind kind, const char *user_id,
+                     const char *id, const char *json_text, struct bh_error *err);
+/* Lists up to limit records with ids greater than after_id (NULL for the start), by id. */
+int store_record_list(struct store *store, enum record_kind kind, const char *user_id,
+                      const char *after_id, size_t limit, char ***json_texts, size_t *count,
+                      struct bh_error *err);
+void record_list_free(char **json_texts, size_t count);
+
+/* Campaign mappings. put inserts or replaces the mapping of one integration on one campaign. */
+int store_mapping_put(struct store *store, const char *user_id, const struct mapping *mapping,
+                      struct bh_error *err);
+int store_mapping_list(struct store *store, const char *user_id, const char *campaign_id,
+                       struct mapping **out, size_t *count, struct bh_error *err);
+/* Lists the integrations that an event of `type` on the campaign goes to: active mappings
+ * with the type enabled. ids is an array of ID_LEN + 1 strings. */
+int store_routes(struct store *store, const char *user_id, const char *campaign_id, int type,
+                 char (**ids)[ID_LEN + 1], size_t *count, struct bh_error *err);
+
+/* Events and deliveries. Call inside one transaction so both commit together. */
+int store_event_insert(struct store *store, const struct event_record *event,
+                       struct bh_error *err);
+int store_delivery_insert(struct store *store, const struct delivery *delivery,
+                          struct bh_error *err);
+int store_delivery_get(struct store *store, const char *user_id, const char *id,
+                       struct delivery *out, struct bh_error *err);
+int store_attempt_list(struct store *store, const char *delivery_id, struct attempt **out,
+                       size_t *count, struct bh_error *err);
+void delivery_release(struct delivery *delivery);
+void attempt_list_free(struct attempt *items, size_t count);
+
+/*
+ * Claims up to limit due deliveries for owner until now_ms + lease_ms, oldest due first, and
+ * fills jobs (the caller frees them with delivery_job_list_free).
+ */
+int store_delivery_claim(struct store *store, const char *owner, int64_t now_ms,
+                         int64_t lease_ms, size_t limit, struct delivery_job **jobs,
+                         size_t *count, struct bh_error *err);
+void delivery_job_list_free(struct delivery_job *jobs, size_t count);
+/* Sets *due_ms to the earliest time a pending delivery becomes claimable, or -1 for none. */
+int store_delivery_next_due(struct store *store, int64_t *due_ms, struct bh_error *err);
+/*
+ * Records an attempt and moves its delivery, in one transaction: inserts the attempt, updates
+ * the delivery if its lease is still owner's, and updates the integration's statistics:
+ * last delivery time and last error on every attempt, then delivered/failed counts and status
+ * when the delivery succeeds or fails for good. Returns BH_ERR_NOT_FOUND when the delivery is
+ * gone or its lease was lost; nothing is written then.
+ */
+int store_delivery_finish(struct store *store, const struct attempt_outcome *outcome,
+                          struct bh_error *err);
+/* Ends every lease; for startup when this process is the database's only user. */
+int store_release_all_leases(struct store *store, struct bh_error *err);
+
+void delivery_job_release(struct delivery_job *job);
+
+#endif
