@@ -1,1 +1,273 @@
+/*
+ * bearhook serve: the REST API and the dispatcher in one process.
+ *
+ * Start-up order: options, store (migrations), first user, target policy, dispatcher, HTTP
+ * server; then wait for SIGINT or SIGTERM and stop in reverse order. With SQLite, one
+ * dispatcher at a time may use a database file: it holds an exclusive lock on
+ * "<database>.dispatcher.lock", and because no other dispatcher can hold a lease, it ends every
+ * lease at start, so work that a killed process had claimed is sent again at once.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "api/server.h"
 #include "cli/commands.h"
+#include "cli/config.h"
+#include "cli/setup.h"
+#include "delivery/dispatcher.h"
+#include "util/alloc.h"
+#include "util/log.h"
+
+struct serve_settings {
+    char *listen;
+    long long port;
+    char *db;
+    char *role;
+    long long api_threads;
+    bool allow_http;
+    char *allow_networks;
+    char *tls_ca_file;
+    long long max_in_flight;
+    long long retry_base_ms;
+    long long retry_max_ms;
+    long long retry_after_max_ms;
+    long long lease_margin_ms;
+    long long max_request_bytes;
+    char *log_level;
+};
+
+#define FIELD(name) offsetof(struct serve_settings, name)
+
+static const struct option_spec serve_options[] = {
+    {"listen", OPTION_STRING, FIELD(listen), "127.0.0.1", 0, 0, NULL,
+     "Address the REST API listens on."},
+    {"port", OPTION_INT, FIELD(port), "8080", 0, 65535, NULL,
+     "TCP port of the REST API; 0 picks a free port."},
+    {"db", OPTION_STRING, FIELD(db), "var/bearhook.db", 0, 0, NULL,
+     "Database: a SQLite file path (created on first start)."},
+    {"role", OPTION_STRING, FIELD(role), "all", 0, 0, NULL,
+     "What this process runs: all, api (no deliveries) or worker (no REST API)."},
+    {"api-threads", OPTION_INT, FIELD(api_threads), "4", 1, 256, "threads",
+     "Threads serving API requests."},
+    {"allow-http", OPTION_BOOL, FIELD(allow_http), "false", 0, 0, NULL,
+     "Allow plain http:// targets; for local development and tests only."},
+    {"allow-networks", OPTION_STRING, FIELD(allow_networks), "", 0, 0, "comma-separated CIDR",
+     "Special-purpose networks that targets may use anyway, e.g. 127.0.0.0/8,::1/128 for "
+     "local development."},
+    {"tls-ca-file", OPTION_STRING, FIELD(tls_ca_file), "", 0, 0, "PEM file",
+     "CA certificates to trust for HTTPS targets instead of the system's."},
+    {"max-in-flight", OPTION_INT, FIELD(max_in_flight), "256", 1, 10000, "attempts",
+     "Delivery attempts running at once."},
+    {"retry-base-ms", OPTION_INT, FIELD(retry_base_ms), "30000", 1, 3600000, "ms",
+     "Wait after the first failed attempt; each later wait is 4 times longer."},
+    {"retry-max-ms", OPTION_INT, FIELD(retry_max_ms), "14400000", 1, 86400000, "ms",
+     "Longest wait between two attempts."},
+    {"retry-after-max-ms", OPTION_INT, FIELD(retry_after_max_ms), "3600000", 0, 86400000, "ms",
+     "Longest Retry-After of a 429 or 503 answer that is honoured."},
+    {"lease-margin-ms", OPTION_INT, FIELD(lease_margin_ms), "30000", 1000, 3600000, "ms",
+     "Time past the longest attempt before claimed work may be taken over."},
+    {"max-request-bytes", OPTION_INT, FIELD(max_request_bytes), "1048576", 1024, 67108864,
+     "bytes", "Largest request body the API accepts."},
+    {"log-level", OPTION_STRING, FIELD(log_level), "info", 0, 0, NULL,
+     "Lowest level logged: debug, info, warn or error."},
+};
+
+#define SERVE_OPTION_COUNT (sizeof(serve_options) / sizeof(serve_options[0]))
+
+static const char serve_usage[] =
+    "Usage: bearhook serve [OPTIONS]\n\n"
+    "Runs the REST API and the delivery workers. On first start with no user, creates the\n"
+    "user \"admin\", prints its API key once and writes it to a file beside the database.";
+
+/* Holds the lock file for as long as the process runs; the kernel drops it at exit. */
+static int lock_dispatcher(const char *db_path, struct bh_error *err)
+{
+    char *lock_path = xasprintf("%s.dispatcher.lock", db_path);
+    int fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    int result = BH_OK;
+
+    if (fd < 0)
+        result = bh_error_set(err, BH_ERR_IO, "db", "cannot open %s: %s", lock_path,
+                              strerror(errno));
+    else if (flock(fd, LOCK_EX | LOCK_NB) != 0)
+        result = bh_error_set(err, BH_ERR_CONFLICT, "db",
+                              "another bearhook process delivers from %s; run one worker per "
+                              "SQLite database",
+                              db_path);
+    if (result != BH_OK && fd >= 0)
+        close(fd);
+    free(lock_path);
+    return result;
+}
+
+static int build_policy(const struct serve_settings *settings, struct target_policy *policy,
+                        struct bh_error *err)
+{
+    memset(policy, 0, sizeof(*policy));
+    policy->allow_http = settings->allow_http;
+    return cidr_list_parse(settings->allow_networks, &policy->allowed_networks, err);
+}
+
+static void wait_for_signal(void)
+{
+    sigset_t signals;
+    int received = 0;
+
+    sigemptyset(&signals);
+    sigaddset(&signals, SIGINT);
+    sigaddset(&signals, SIGTERM);
+    sigwait(&signals, &received);
+    log_info("serve", "stopping on signal %d", received);
+}
+
+static void block_signals(void)
+{
+    sigset_t signals;
+
+    /* Every thread started after this inherits the mask, so only sigwait sees them. */
+    sigemptyset(&signals);
+    sigaddset(&signals, SIGINT);
+    sigaddset(&signals, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &signals, NULL);
+    signal(SIGPIPE, SIG_IGN);
+}
+
+static int check_role(const char *role, bool *run_api, bool *run_worker, struct bh_error *err)
+{
+    *run_api = strcmp(role, "all") == 0 || strcmp(role, "api") == 0;
+    *run_worker = strcmp(role, "all") == 0 || strcmp(role, "worker") == 0;
+    if (!*run_api && !*run_worker)
+        return bh_error_set(err, BH_ERR_INVALID, "role",
+                            "invalid --role \"%s\"; use all, api or worker", role);
+    return BH_OK;
+}
+
+static int run(struct serve_settings *settings, struct bh_error *err)
+{
+    struct api_context api;
+    struct target_policy policy;
+    struct dispatcher *dispatcher = NULL;
+    struct api_server *server = NULL;
+    bool run_api, run_worker;
+    int result;
+
+    memset(&api, 0, sizeof(api));
+    memset(&policy, 0, sizeof(policy));
+    result = check_role(settings->role, &run_api, &run_worker, err);
+    if (result != BH_OK)
+        return result;
+    result = build_policy(settings, &policy, err);
+    if (result != BH_OK)
+        return result;
+
+    api.store = store_open(settings->db, err);
+    if (!api.store) {
+        result = err->status;
+        goto release;
+    }
+    pthread_mutex_init(&api.store_lock, NULL);
+    api.targets = &policy;
+    api.max_body_bytes = (size_t)settings->max_request_bytes;
+
+    result = setup_first_user(api.store, settings->db, err);
+    if (result != BH_OK)
+        goto release;
+
+    if (run_worker) {
+        struct dispatcher_options options = {
+            .store_location = settings->db,
+            .max_in_flight = (int)settings->max_in_flight,
+            .retry = {settings->retry_base_ms, settings->retry_max_ms,
+                      settings->retry_after_max_ms},
+            .targets = &policy,
+            .ca_file = settings->tls_ca_file[0] ? settings->tls_ca_file : NULL,
+            .lease_margin_ms = settings->lease_margin_ms,
+        };
+
+        result = lock_dispatcher(settings->db, err);
+        if (result == BH_OK)
+            result = store_release_all_leases(api.store, err);
+        if (result != BH_OK)
+            goto release;
+        dispatcher = dispatcher_start(&options, err);
+        if (!dispatcher) {
+            result = err->status ? err->status : BH_ERR_INTERNAL;
+            goto release;
+        }
+        api.dispatcher = dispatcher;
+    }
+
+    if (run_api) {
+        server = api_server_start(&api, settings->listen, (int)settings->port,
+                                  (unsigned int)settings->api_threads, err);
+        if (!server) {
+            result = err->status;
+            goto release;
+        }
+        log_info("serve", "listening on http://%s:%d/ role=%s db=%s", settings->listen,
+                 api_server_port(server), settings->role, settings->db);
+    } else {
+        log_info("serve", "delivering role=%s db=%s", settings->role, settings->db);
+    }
+
+    wait_for_signal();
+
+release:
+    api_server_stop(server);
+    if (dispatcher)
+        dispatcher_stop(dispatcher);
+    if (api.store) {
+        store_close(api.store);
+        pthread_mutex_destroy(&api.store_lock);
+    }
+    cidr_list_release(&policy.allowed_networks);
+    return result;
+}
+
+int cmd_serve(int argc, char **argv)
+{
+    struct serve_settings settings;
+    struct option_args args;
+    struct bh_error err;
+    int level;
+    int result;
+
+    memset(&settings, 0, sizeof(settings));
+    bh_error_clear(&err);
+    result = options_parse(serve_options, SERVE_OPTION_COUNT, &settings, "BEARHOOK_", argc, argv,
+                           &args, &err);
+    if (result == BH_OK && args.help) {
+        options_print_help(stdout, serve_usage, serve_options, SERVE_OPTION_COUNT, "BEARHOOK_");
+        options_release(serve_options, SERVE_OPTION_COUNT, &settings);
+        return 0;
+    }
+    if (result == BH_OK && args.positional_count > 0)
+        result = bh_error_set(&err, BH_ERR_INVALID, "", "unexpected argument \"%s\"",
+                              args.positional[0]);
+    level = result == BH_OK ? log_level_from_name(settings.log_level) : 0;
+    if (result == BH_OK && level < 0)
+        result = bh_error_set(&err, BH_ERR_INVALID, "log-level",
+                              "invalid --log-level \"%s\"; use debug, info, warn or error",
+                              settings.log_level);
+    if (result != BH_OK) {
+        fprintf(stderr, "bearhook serve: %s\n", err.message);
+        options_release(serve_options, SERVE_OPTION_COUNT, &settings);
+        return EXIT_USAGE;
+    }
+
+    log_set_level((enum log_level)level);
+    block_signals();
+    result = run(&settings, &err);
+    if (result != BH_OK)
+        log_error("serve", "%s", err.message);
+    options_release(serve_options, SERVE_OPTION_COUNT, &settings);
+    return result == BH_OK ? 0 : 1;
+}

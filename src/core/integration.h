@@ -69,15 +69,28 @@ struct integration {
     int64_t last_error_ms;
 };
 
+/* Sets the defaults: provider "webhook", signing on, maxRetries 3, timeoutMs 30000, active. */
 void integration_init(struct integration *integration);
+/* Frees what the integration owns and leaves it as integration_init does. */
 void integration_release(struct integration *integration);
 
 /*
  * Validates a create request and fills out with its values and the defaults; id, user_id,
- * secret and the times are left for the caller. Unknown fields are rejected by name.
+ * secret and the times are left for the caller. Unknown fields are rejected by name, and a
+ * field whose value is null counts as absent. out is initialized here, so it must not hold
+ * allocations; on error it is left released. Wrong JSON types are BH_ERR_MALFORMED, values
+ * out of range BH_ERR_INVALID; err->field is the JSON key.
  */
 int integration_from_json(json_t *input, const struct target_policy *policy,
                           struct integration *out, struct bh_error *err);
+/*
+ * Validates an update request with the same fields and rules as a create request, all of
+ * them optional, and moves the fields present into target. On error target is unchanged.
+ * Turning signing off frees target->secret; turning it on leaves a NULL secret for the
+ * caller to generate. The caller sets updated_ms.
+ */
+int integration_update_from_json(json_t *input, const struct target_policy *policy,
+                                 struct integration *target, struct bh_error *err);
 
 /*
  * Returns the integration's JSON form for the API, with statistics. The secret is included
@@ -94,9 +107,15 @@ int event_names_to_mask(json_t *names, uint32_t allowed, const char *field, uint
 /* Returns a JSON array of the wire names in mask, in catalog order. */
 json_t *event_mask_to_json(uint32_t mask);
 
-/* Custom headers as stored: a JSON object text. */
+/* Custom headers as stored: a JSON object text, which the caller frees with free(). */
 char *custom_headers_to_text(const struct custom_header *headers, size_t count);
+/*
+ * Parses stored headers, applying the same checks as a request; NULL or empty text is no
+ * headers. Returns BH_ERR_INVALID for text that fails them. The caller frees *headers with
+ * custom_headers_free.
+ */
 int custom_headers_from_text(const char *text, struct custom_header **headers, size_t *count);
+void custom_headers_free(struct custom_header *headers, size_t count);
 /* True for a header that bearhook sets itself and that a custom header cannot replace. */
 bool header_name_is_reserved(const char *name);
 

@@ -6,6 +6,7 @@
  * 32-bit number ("2130706433"), octal and hexadecimal parts ("0177.0.0.1", "0x7f.1"),
  * shortened forms ("127.1"), IPv6 in any compression, with or without brackets, and
  * IPv4-mapped IPv6 ("::ffff:127.0.0.1"), which is classified as the IPv4 address it holds.
+ * Text after the address ("1.2.3.4 x") and IPv6 zone ids ("fe80::1%eth0") are rejected.
  */
 #ifndef BEARHOOK_CORE_NETADDR_H
 #define BEARHOOK_CORE_NETADDR_H
@@ -41,13 +42,22 @@ void netaddr_format(const struct netaddr *addr, char out[NETADDR_TEXT_MAX]);
  * Returns the name of the special-purpose range that holds addr: "loopback", "private",
  * "link-local", "shared address space", "multicast", "reserved", "unspecified", "broadcast",
  * "documentation", "benchmarking", "unique local", "IPv4-compatible" and so on; NULL for a
- * globally reachable unicast address.
+ * globally reachable unicast address. IPv4-mapped, NAT64 (64:ff9b::/96) and 6to4 (2002::/16)
+ * addresses get the name of the IPv4 address they carry. IPv6 addresses outside 2000::/3
+ * that no narrower range names are "reserved".
  */
 const char *netaddr_special_range(const struct netaddr *addr);
 
-/* Parses "10.0.0.0/8,::1/128" (a bare address means a single host). */
+/*
+ * Parses "10.0.0.0/8,::1/128" (a bare address means a single host); NULL or blank text is an
+ * empty list. Items are separated by commas, with optional spaces around them. A range with
+ * bits set after the prefix ("10.0.0.1/8") is rejected rather than widened. Errors are
+ * BH_ERR_INVALID and name the --allow-networks option, which is where these lists come from,
+ * and the bad item. out is the caller's to release with cidr_list_release.
+ */
 int cidr_list_parse(const char *text, struct cidr_list *out, struct bh_error *err);
 void cidr_list_release(struct cidr_list *list);
+/* True when a range in list holds addr; IPv4 ranges also hold ::ffff:a.b.c.d. */
 bool cidr_list_contains(const struct cidr_list *list, const struct netaddr *addr);
 
 #endif

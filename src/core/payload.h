@@ -27,7 +27,12 @@ struct payload_input {
     const char *integration_id;
 };
 
-/* Returns the body for the caller to free, and its length in bytes. */
+/*
+ * Builds the body and returns it for the caller to free, with its length in bytes in *len.
+ * Every record is copied, so the caller keeps its references. Returns NULL, a caller's bug,
+ * when lead (or a given campaign or account) is not an object, or when a string is NULL or
+ * not valid UTF-8.
+ */
 char *payload_build(const struct payload_input *input, size_t *len);
 
 #endif

@@ -33,7 +33,13 @@ const char *record_kind_name(enum record_kind kind);
  * the stored canonical record or NULL for a new one. Returns a new canonical object (the
  * caller's reference), or NULL with err filled: the field named as `path.field` (for example
  * "lead.email"), the value's problem and the fix. Unknown fields are rejected by name.
- * When base is not NULL, input's "id" may be absent or must equal base's id.
+ * When base is not NULL, input's "id" may be absent or must equal base's id. A NULL path
+ * means the kind's name.
+ *
+ * Errors: BH_ERR_MALFORMED when input is not an object or a value has the wrong JSON type.
+ * BH_ERR_INVALID for an unknown field, a missing or null required field, or a value outside
+ * its rules. A count written as a real, such as 5.0, is BH_ERR_INVALID. An optional string
+ * sent as "" is kept as "", except the account name, which falls back like null.
  */
 json_t *record_normalize(enum record_kind kind, json_t *input, const json_t *base,
                          const char *path, struct bh_error *err);

@@ -10,9 +10,14 @@
  * The dispatcher opens its own store connection. dispatcher_notify may be called from any
  * thread to say that new work was committed. dispatcher_stop stops claiming, abandons
  * attempts in flight (their leases expire and the work is claimed again) and joins.
+ *
+ * Calling order: dispatcher_start, any number of dispatcher_notify from any thread, then one
+ * dispatcher_stop, after which no thread may call dispatcher_notify on it.
  */
 #ifndef BEARHOOK_DELIVERY_DISPATCHER_H
 #define BEARHOOK_DELIVERY_DISPATCHER_H
+
+#include <stdint.h>
 
 #include "core/error.h"
 #include "core/url.h"
@@ -20,18 +25,26 @@
 
 struct dispatcher_options {
     const char *store_location;
-    int max_in_flight;                   /* attempts running at once */
+    int max_in_flight;                   /* attempts running at once, at least 1 */
     struct retry_policy retry;
-    const struct target_policy *targets; /* must outlive the dispatcher */
+    const struct target_policy *targets; /* required; must outlive the dispatcher */
     const char *ca_file;                 /* extra CA bundle for HTTPS targets, or NULL */
     int64_t lease_margin_ms;             /* lease = the attempt's timeout + this margin */
 };
 
 struct dispatcher;
 
+/*
+ * Opens a store connection at options->store_location and starts the dispatcher thread.
+ * The strings in options are copied. Returns NULL and fills err with BH_ERR_INVALID for
+ * max_in_flight < 1 or no target policy, with the store's error when the store does not
+ * open, and with BH_ERR_INTERNAL when libcurl or the thread cannot be started.
+ */
 struct dispatcher *dispatcher_start(const struct dispatcher_options *options,
                                     struct bh_error *err);
+/* Wakes the dispatcher to claim due deliveries at once; safe from any thread. */
 void dispatcher_notify(struct dispatcher *dispatcher);
+/* Stops and frees the dispatcher; NULL is ignored. */
 void dispatcher_stop(struct dispatcher *dispatcher);
 
 #endif

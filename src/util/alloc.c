@@ -56,19 +56,13 @@ char *xstrndup(const char *s, size_t max_len)
 char *xasprintf(const char *fmt, ...)
 {
     va_list args;
-    va_list again;
+    char *out = NULL;
     int len;
-    char *out;
 
     va_start(args, fmt);
-    va_copy(again, args);
-    len = vsnprintf(NULL, 0, fmt, args);
+    len = vasprintf(&out, fmt, args);
     va_end(args);
     if (len < 0)
-        abort();
-
-    out = xmalloc((size_t)len + 1);
-    vsnprintf(out, (size_t)len + 1, fmt, again);
-    va_end(again);
+        die_out_of_memory(0);
     return out;
 }

@@ -1,5 +1,1379 @@
-/* Placeholder until this module's tests land. */
+/*
+ * Tests of the storage interface on its SQLite back end, each against a real database file
+ * in its own temporary folder.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <ftw.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <sqlite3.h>
+
+#include "core/clock.h"
+#include "core/events.h"
+#include "core/ids.h"
+#include "core/integration.h"
+#include "store/sqlite.h"
+#include "store/store.h"
+#include "util/alloc.h"
+
+#define T0 1767225600000 /* 2026-01-01T00:00:00.000Z, the tests' clock */
+#define LEASE_MS 60000
+#define ALL_EVENTS EVENT_SELECTABLE_MASK
+
+struct fixture {
+    char dir[64];
+    char path[128];
+    struct store *store;
+    struct user user;
+    struct user other;
+    int64_t next_created_ms; /* strictly increasing creation times, for ordered lists */
+};
+
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    return remove(path);
+}
+
+static void create_user(struct store *store, struct user *user, char key_hash[SHA256_HEX_LEN + 1])
+{
+    struct bh_error err;
+    char *key = api_key_generate();
+
+    memset(user, 0, sizeof(*user));
+    id_generate(user->id);
+    snprintf(user->name, sizeof(user->name), "user %s", user->id);
+    user->created_ms = T0;
+    api_key_hash(key, key_hash);
+    free(key);
+    assert_int_equal(store_user_create(store, user, key_hash, &err), 0);
+}
+
+static int setup(void **state)
+{
+    struct fixture *fx = xcalloc(1, sizeof(*fx));
+    char key_hash[SHA256_HEX_LEN + 1];
+    struct bh_error err;
+
+    snprintf(fx->dir, sizeof(fx->dir), "/tmp/bearhook-store-XXXXXX");
+    if (!mkdtemp(fx->dir))
+        return -1;
+    /* A folder below the temporary one, so that opening has to create it. */
+    snprintf(fx->path, sizeof(fx->path), "%s/data/bearhook.db", fx->dir);
+    fx->store = store_open(fx->path, &err);
+    if (!fx->store) {
+        fprintf(stderr, "store_open: %s\n", err.message);
+        return -1;
+    }
+    create_user(fx->store, &fx->user, key_hash);
+    create_user(fx->store, &fx->other, key_hash);
+    fx->next_created_ms = T0;
+    *state = fx;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fixture *fx = *state;
+
+    store_close(fx->store);
+    nftw(fx->dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+    free(fx);
+    return 0;
+}
+
+/* Inserts an integration of user_id with every field set, and returns it in out. */
+static void create_integration(struct fixture *fx, const char *user_id, uint32_t events,
+                               struct integration *out)
+{
+    struct bh_error err;
+
+    integration_init(out);
+    id_generate(out->id);
+    snprintf(out->user_id, sizeof(out->user_id), "%s", user_id);
+    out->name = xstrdup("CRM sync");
+    out->url = xasprintf("https://hooks.example.com/bearhook/%s", out->id);
+    snprintf(out->provider, sizeof(out->provider), "zapier");
+    out->signing = true;
+    out->secret = secret_generate();
+    out->events = events;
+    out->header_count = 2;
+    out->headers = xcalloc(2, sizeof(*out->headers));
+    out->headers[0].name = xstrdup("X-Api-Key");
+    out->headers[0].value = xstrdup("key \"with\" quotes");
+    out->headers[1].name = xstrdup("X-Team");
+    out->headers[1].value = xstrdup("growth");
+    out->max_retries = 4;
+    out->timeout_ms = 12000;
+    out->created_ms = fx->next_created_ms++;
+    out->updated_ms = out->created_ms;
+    out->status = INTEGRATION_ACTIVE;
+    assert_int_equal(store_integration_insert(fx->store, out, &err), 0);
+}
+
+static void create_event(struct fixture *fx, const char *user_id, const char *campaign_id,
+                         struct event_record *out)
+{
+    struct bh_error err;
+
+    memset(out, 0, sizeof(*out));
+    event_id_generate(out->id);
+    snprintf(out->user_id, sizeof(out->user_id), "%s", user_id);
+    out->type = EVENT_MESSAGE_REPLIED;
+    out->lead_id = "lead-1";
+    out->campaign_id = (char *)campaign_id;
+    out->occurred_ms = T0;
+    out->created_ms = T0;
+    assert_int_equal(store_event_insert(fx->store, out, &err), 0);
+}
+
+/* Fills a pending delivery of event to integration, due at due_ms, without inserting it. */
+static void fill_delivery(const struct event_record *event, const struct integration *integration,
+                          int64_t due_ms, struct delivery *out)
+{
+    static const char body[] = "{\"event\":\"message_replied\",\"data\":{\"lead\":\"\0\"}}";
+
+    memset(out, 0, sizeof(*out));
+    delivery_id_generate(out->id);
+    snprintf(out->event_id, sizeof(out->event_id), "%s", event->id);
+    snprintf(out->integration_id, sizeof(out->integration_id), "%s", integration->id);
+    snprintf(out->user_id, sizeof(out->user_id), "%s", integration->user_id);
+    out->event_type = event->type;
+    out->body = (char *)body; /* contains a NUL byte, which must survive the round trip */
+    out->body_len = sizeof(body) - 1;
+    out->state = DELIVERY_PENDING;
+    out->next_attempt_ms = due_ms;
+    out->created_ms = T0;
+    out->updated_ms = T0;
+}
+
+/* Inserts an event and one pending delivery of it to integration, due at due_ms. */
+static void create_delivery(struct fixture *fx, const struct integration *integration,
+                            int64_t due_ms, struct delivery *out)
+{
+    struct event_record event;
+    struct bh_error err;
+
+    create_event(fx, integration->user_id, "campaign-1", &event);
+    fill_delivery(&event, integration, due_ms, out);
+    assert_int_equal(store_delivery_insert(fx->store, out, &err), 0);
+}
+
+static void claim(struct fixture *fx, const char *owner, int64_t now_ms, size_t limit,
+                  struct delivery_job **jobs, size_t *count)
+{
+    struct bh_error err;
+
+    assert_int_equal(
+        store_delivery_claim(fx->store, owner, now_ms, LEASE_MS, limit, jobs, count, &err), 0);
+}
+
+static struct attempt_outcome outcome_for(const struct delivery *d, const char *owner,
+                                          enum delivery_state new_state)
+{
+    struct attempt_outcome o = {
+        .delivery_id = d->id,
+        .integration_id = d->integration_id,
+        .lease_owner = owner,
+        .started_ms = T0 + 1000,
+        .duration_ms = 250,
+        .new_state = new_state,
+    };
+
+    if (new_state == DELIVERY_SUCCEEDED) {
+        o.http_status = 200;
+        o.response_excerpt = "ok";
+        o.response_excerpt_len = 2;
+    } else {
+        o.http_status = 503;
+        o.error = "HTTP 503 Service Unavailable";
+        o.next_attempt_ms = T0 + 30000;
+    }
+    return o;
+}
+
+static int64_t query_int(const char *path, const char *sql)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *stmt = NULL;
+    int64_t value;
+
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &stmt, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(stmt), SQLITE_ROW);
+    value = sqlite3_column_int64(stmt, 0);
+    sqlite3_finalize(stmt);
+    sqlite3_close(db);
+    return value;
+}
+
+static void exec_raw(const char *path, const char *sql)
+{
+    sqlite3 *db = NULL;
+
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+}
+
+/* ---- Opening and migrations ---- */
+
+static void store_open_creates_schema(void **state)
+{
+    struct fixture *fx = *state;
+    static const char *const tables[] = {"users",    "api_keys", "integrations", "records",
+                                         "mappings", "events",   "deliveries",   "attempts"};
+    char folder[160];
+    struct stat st;
+
+    for (size_t i = 0; i < sizeof(tables) / sizeof(tables[0]); i++) {
+        char sql[160];
+
+        snprintf(sql, sizeof(sql),
+                 "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = '%s'",
+                 tables[i]);
+        assert_int_equal(query_int(fx->path, sql), 1);
+    }
+    assert_int_equal(query_int(fx->path, "PRAGMA user_version"), sqlite_store_schema_version());
+    assert_int_equal(query_int(fx->path, "SELECT COUNT(*) FROM sqlite_master "
+                                         "WHERE type = 'index' AND name = 'deliveries_due'"),
+                     1);
+
+    assert_int_equal(stat(fx->path, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0600);
+    snprintf(folder, sizeof(folder), "%s/data", fx->dir);
+    assert_int_equal(stat(folder, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0700);
+}
+
+static void store_open_uses_wal(void **state)
+{
+    struct fixture *fx = *state;
+    sqlite3 *db = NULL;
+    sqlite3_stmt *stmt = NULL;
+
+    assert_int_equal(sqlite3_open(fx->path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &stmt, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(stmt), SQLITE_ROW);
+    assert_string_equal((const char *)sqlite3_column_text(stmt, 0), "wal");
+    sqlite3_finalize(stmt);
+    sqlite3_close(db);
+}
+
+static void store_reopen_keeps_data(void **state)
+{
+    struct fixture *fx = *state;
+    struct integration created;
+    struct integration loaded;
+    struct bh_error err;
+    char location[160];
+
+    create_integration(fx, fx->user.id, ALL_EVENTS, &created);
+    store_close(fx->store);
+
+    snprintf(location, sizeof(location), "sqlite:%s", fx->path);
+    fx->store = store_open(location, &err);
+    assert_non_null(fx->store);
+    assert_int_equal(store_integration_get(fx->store, fx->user.id, created.id, &loaded, &err), 0);
+    assert_string_equal(loaded.url, created.url);
+    assert_int_equal(query_int(fx->path, "PRAGMA user_version"), sqlite_store_schema_version());
+
+    integration_release(&loaded);
+    integration_release(&created);
+}
+
+static void store_newer_schema_rejected(void **state)
+{
+    struct fixture *fx = *state;
+    struct bh_error err;
+    char sql[64];
+
+    store_close(fx->store);
+    snprintf(sql, sizeof(sql), "PRAGMA user_version = %d", sqlite_store_schema_version() + 1);
+    exec_raw(fx->path, sql);
+
+    fx->store = store_open(fx->path, &err);
+    assert_null(fx->store);
+    assert_int_equal(err.status, BH_ERR_STORE);
+    assert_non_null(strstr(err.message, "newer"));
+    assert_int_equal(query_int(fx->path, "PRAGMA user_version"), sqlite_store_schema_version() + 1);
+}
+
+static void store_postgres_not_built(void **state)
+{
+    struct bh_error err;
+
+    assert_null(store_open("postgres://bearhook@localhost/bearhook", &err));
+    assert_int_equal(err.status, BH_ERR_INVALID);
+    assert_non_null(strstr(err.message, "PostgreSQL support is not built yet"));
+    assert_null(store_open("postgresql://localhost/bearhook", &err));
+    assert_int_equal(err.status, BH_ERR_INVALID);
+}
+
+/* ---- Users ---- */
+
+static void user_create_and_find(void **state)
+{
+    struct fixture *fx = *state;
+    char key_hash[SHA256_HEX_LEN + 1];
+    char unknown_hash[SHA256_HEX_LEN + 1];
+    struct user created;
+    struct user found;
+    struct bh_error err;
+    int64_t count = 0;
+
+    assert_int_equal(store_user_count(fx->store, &count, &err), 0);
+    assert_int_equal(count, 2);
+
+    create_user(fx->store, &created, key_hash);
+    assert_int_equal(store_user_count(fx->store, &count, &err), 0);
+    assert_int_equal(count, 3);
+
+    assert_int_equal(store_user_by_key(fx->store, key_hash, &found, &err), 0);
+    assert_string_equal(found.id, created.id);
+    assert_string_equal(found.name, created.name);
+    assert_int_equal(found.created_ms, created.created_ms);
+
+    api_key_hash("bh_not-a-key", unknown_hash);
+    assert_int_equal(store_user_by_key(fx->store, unknown_hash, &found, &err), BH_ERR_NOT_FOUND);
+}
+
+static void user_duplicate_is_conflict(void **state)
+{
+    struct fixture *fx = *state;
+    char key_hash[SHA256_HEX_LEN + 1];
+    struct user found;
+    struct bh_error err;
+    int64_t count = 0;
+
+    api_key_hash("bh_another-key", key_hash);
+    assert_int_equal(store_user_create(fx->store, &fx->user, key_hash, &err), BH_ERR_CONFLICT);
+
+    /* The user insert failed, so its API key was not kept either. */
+    assert_int_equal(store_user_by_key(fx->store, key_hash, &found, &err), BH_ERR_NOT_FOUND);
+    assert_int_equal(store_user_count(fx->store, &count, &err), 0);
+    assert_int_equal(count, 2);
+}
+
+static void user_create_in_transaction_undoes_own(void **state)
+{
+    struct fixture *fx = *state;
+    char key_hash[SHA256_HEX_LEN + 1];
+    struct user taken;
+    struct user added;
+    struct bh_error err;
+    int64_t count = 0;
+    char *text = NULL;
+
+    create_user(fx->store, &taken, key_hash);
+    memset(&added, 0, sizeof(added));
+    id_generate(added.id);
+    snprintf(added.name, sizeof(added.name), "second owner of one key");
+
+    /* The user row is written before the key fails, and only that row is undone. */
+    assert_int_equal(store_begin(fx->store, &err), 0);
+    assert_int_equal(store_record_put(fx->store, RECORD_LEAD, fx->user.id, "lead-9",
+                                      "{\"id\":\"lead-9\"}", &err),
+                     0);
+    assert_int_equal(store_user_create(fx->store, &added, key_hash, &err), BH_ERR_CONFLICT);
+    assert_int_equal(store_commit(fx->store, &err), 0);
+
+    assert_int_equal(store_user_count(fx->store, &count, &err), 0);
+    assert_int_equal(count, 3);
+    assert_int_equal(store_record_get(fx->store, RECORD_LEAD, fx->user.id, "lead-9", &text, &err),
+                     0);
+    free(text);
+}
+
+/* ---- Integrations ---- */
+
+static void integration_round_trip(void **state)
+{
+    struct fixture *fx = *state;
+    struct integration created;
+    struct integration loaded;
+    struct bh_error err;
+
+    create_integration(fx, fx->user.id, EVENT_MASK(EVENT_MESSAGE_SENT), &created);
+    assert_int_equal(store_integration_get(fx->store, fx->user.id, created.id, &loaded, &err), 0);
+
+    assert_string_equal(loaded.id, created.id);
+    assert_string_equal(loaded.user_id, fx->user.id);
+    assert_string_equal(loaded.name, "CRM sync");
+    assert_string_equal(loaded.url, created.url);
+    assert_string_equal(loaded.provider, "zapier");
+    assert_true(loaded.signing);
+    assert_string_equal(loaded.secret, created.secret);
+    assert_int_equal(loaded.events, EVENT_MASK(EVENT_MESSAGE_SENT));
+    assert_int_equal(loaded.header_count, 2);
+    assert_string_equal(loaded.headers[0].name, "X-Api-Key");
+    assert_string_equal(loaded.headers[0].value, "key \"with\" quotes");
+    assert_string_equal(loaded.headers[1].name, "X-Team");
+    assert_string_equal(loaded.headers[1].value, "growth");
+    assert_int_equal(loaded.max_retries, 4);
+    assert_int_equal(loaded.timeout_ms, 12000);
+    assert_int_equal(loaded.created_ms, created.created_ms);
+    assert_int_equal(loaded.status, INTEGRATION_ACTIVE);
+    assert_int_equal(loaded.delivered, 0);
+    assert_int_equal(loaded.failed, 0);
+    assert_int_equal(loaded.last_delivery_ms, 0);
+    assert_null(loaded.last_error);
+
+    integration_release(&loaded);
+    integration_release(&created);
+}
+
+static void integration_other_user_not_found(void **state)
+{
+    struct fixture *fx = *state;
+    struct integration created;
+    struct integration loaded;
+    struct bh_error err;
+
+    create_integration(fx, fx->user.id, ALL_EVENTS, &created);
+    assert_int_equal(store_integration_get(fx->store, fx->other.id, created.id, &loaded, &err),
+                     BH_ERR_NOT_FOUND);
+    assert_int_equal(store_integration_delete(fx->store, fx->other.id, created.id, &err),
+                     BH_ERR_NOT_FOUND);
+    assert_int_equal(store_integration_get(fx->store, fx->user.id, created.id, &loaded, &err), 0);
+
+    integration_release(&loaded);
+    integration_release(&created);
+}
+
+static void integration_list_and_delete(void **state)
+{
+    struct fixture *fx = *state;
+    struct integration first;
+    struct integration second;
+    struct integration theirs;
+    struct integration loaded;
+    struct integration *items = NULL;
+    size_t count = 0;
+    struct bh_error err;
+
+    create_integration(fx, fx->user.id, ALL_EVENTS, &first);
+    create_integration(fx, fx->user.id, ALL_EVENTS, &second);
+    create_integration(fx, fx->other.id, ALL_EVENTS, &theirs);
+
+    assert_int_equal(store_integration_list(fx->store, fx->user.id, &items, &count, &err), 0);
+    assert_int_equal(count, 2);
+    assert_string_equal(items[0].id, first.id);
+    assert_string_equal(items[1].id, second.id);
+    assert_int_equal(items[1].header_count, 2);
+    integration_list_free(items, count);
+
+    assert_int_equal(store_integration_delete(fx->store, fx->user.id, first.id, &err), 0);
+    assert_int_equal(store_integration_get(fx->store, fx->user.id, first.id, &loaded, &err),
+                     BH_ERR_NOT_FOUND);
+    assert_int_equal(store_integration_list(fx->store, fx->user.id, &items, &count, &err), 0);
+    assert_int_equal(count, 1);
+    assert_string_equal(items[0].id, second.id);
+    integration_list_free(items, count);
+
+    integration_release(&first);
+    integration_release(&second);
+    integration_release(&theirs);
+}
+
+static void integration_duplicate_is_conflict(void **state)
+{
+    struct fixture *fx = *state;
+    struct integration created;
+    struct bh_error err;
+
+    create_integration(fx, fx->user.id, ALL_EVENTS, &created);
+    assert_int_equal(store_integration_insert(fx->store, &created, &err), BH_ERR_CONFLICT);
+    assert_non_null(strstr(err.message, "integration"));
+    integration_release(&created);
+}
+
+/* ---- Records ---- */
+
+static void record_put_get_replace(void **state)
+{
+    struct fixture *fx = *state;
+    struct bh_error err;
+    char *text = NULL;
+
+    assert_int_equal(store_record_put(fx->store, RECORD_LEAD, fx->user.id, "lead-1",
+                                      "{\"id\":\"lead-1\",\"firstName\":\"Ada\"}", &err),
+                     0);
+    assert_int_equal(store_record_put(fx->store, RECORD_LEAD, fx->user.id, "lead-1",
+                                      "{\"id\":\"lead-1\",\"firstName\":\"Grace\"}", &err),
+                     0);
+    assert_int_equal(store_record_get(fx->store, RECORD_LEAD, fx->user.id, "lead-1", &text, &err),
+                     0);
+    assert_string_equal(text, "{\"id\":\"lead-1\",\"firstName\":\"Grace\"}");
+    free(text);
+
+    /* Kinds and users are separate name spaces. */
+    assert_int_equal(
+        store_record_get(fx->store, RECORD_CAMPAIGN, fx->user.id, "lead-1", &text, &err),
+        BH_ERR_NOT_FOUND);
+    assert_int_equal(store_record_get(fx->store, RECORD_LEAD, fx->other.id, "lead-1", &text, &err),
+                     BH_ERR_NOT_FOUND);
+    assert_null(text);
+}
+
+static void record_list_pages(void **state)
+{
+    struct fixture *fx = *state;
+    struct bh_error err;
+    char **texts = NULL;
+    size_t count = 0;
+
+    /* Inserted out of order: the list is by id. */
+    static const char *const ids[] = {"c", "a", "e", "b", "d"};
+    for (size_t i = 0; i < 5; i++) {
+        char json[64];
+
+        snprintf(json, sizeof(json), "{\"id\":\"%s\"}", ids[i]);
+        assert_int_equal(
+            store_record_put(fx->store, RECORD_CAMPAIGN, fx->user.id, ids[i], json, &err), 0);
+    }
+    assert_int_equal(
+        store_record_put(fx->store, RECORD_CAMPAIGN, fx->other.id, "aa", "{\"id\":\"aa\"}", &err),
+        0);
+
+    assert_int_equal(
+        store_record_list(fx->store, RECORD_CAMPAIGN, fx->user.id, NULL, 2, &texts, &count, &err),
+        0);
+    assert_int_equal(count, 2);
+    assert_string_equal(texts[0], "{\"id\":\"a\"}");
+    assert_string_equal(texts[1], "{\"id\":\"b\"}");
+    record_list_free(texts, count);
+
+    assert_int_equal(
+        store_record_list(fx->store, RECORD_CAMPAIGN, fx->user.id, "b", 2, &texts, &count, &err),
+        0);
+    assert_int_equal(count, 2);
+    assert_string_equal(texts[0], "{\"id\":\"c\"}");
+    assert_string_equal(texts[1], "{\"id\":\"d\"}");
+    record_list_free(texts, count);
+
+    assert_int_equal(
+        store_record_list(fx->store, RECORD_CAMPAIGN, fx->user.id, "d", 2, &texts, &count, &err),
+        0);
+    assert_int_equal(count, 1);
+    assert_string_equal(texts[0], "{\"id\":\"e\"}");
+    record_list_free(texts, count);
+
+    assert_int_equal(
+        store_record_list(fx->store, RECORD_LEAD, fx->user.id, NULL, 10, &texts, &count, &err), 0);
+    assert_int_equal(count, 0);
+    record_list_free(texts, count);
+}
+
+/* ---- Mappings and routes ---- */
+
+static void put_mapping(struct fixture *fx, const char *user_id, const char *campaign_id,
+                        const char *integration_id, uint32_t events, bool active, int64_t time_ms)
+{
+    struct mapping m = {.events = events, .active = active};
+    struct bh_error err;
+
+    snprintf(m.campaign_id, sizeof(m.campaign_id), "%s", campaign_id);
+    snprintf(m.integration_id, sizeof(m.integration_id), "%s", integration_id);
+    m.created_ms = time_ms;
+    m.updated_ms = time_ms;
+    assert_int_equal(store_mapping_put(fx->store, user_id, &m, &err), 0);
+}
+
+static void mapping_put_replaces(void **state)
+{
+    struct fixture *fx = *state;
+    struct integration integration;
+    struct mapping *items = NULL;
+    size_t count = 0;
+    struct bh_error err;
+
+    create_integration(fx, fx->user.id, ALL_EVENTS, &integration);
+    put_mapping(fx, fx->user.id, "campaign-1", integration.id, ALL_EVENTS, true, T0);
+    put_mapping(fx, fx->user.id, "campaign-1", integration.id,
+                EVENT_MASK(EVENT_CONNECTION_REQUEST_SENT), false, T0 + 500);
+
+    assert_int_equal(store_mapping_list(fx->store, fx->user.id, "campaign-1", &items, &count, &err),
+                     0);
+    assert_int_equal(count, 1);
+    assert_string_equal(items[0].campaign_id, "campaign-1");
+    assert_string_equal(items[0].integration_id, integration.id);
+    assert_int_equal(items[0].events, EVENT_MASK(EVENT_CONNECTION_REQUEST_SENT));
+    assert_false(items[0].active);
+    assert_int_equal(items[0].created_ms, T0);
+    assert_int_equal(items[0].updated_ms, T0 + 500);
+    free(items);
+
+    assert_int_equal(store_mapping_list(fx->store, fx->user.id, "campaign-2", &items, &count, &err),
+                     0);
+    assert_int_equal(count, 0);
+    free(items);
+    integration_release(&integration);
+}
+
+static void mapping_foreign_integration_not_found(void **state)
+{
+    struct fixture *fx = *state;
+    struct integration theirs;
+    struct mapping m = {.events = ALL_EVENTS, .active = true, .created_ms = T0, .updated_ms = T0};
+    struct bh_error err;
+
+    create_integration(fx, fx->other.id, ALL_EVENTS, &theirs);
+    snprintf(m.campaign_id, sizeof(m.campaign_id), "campaign-1");
+    snprintf(m.integration_id, sizeof(m.integration_id), "%s", theirs.id);
+    assert_int_equal(store_mapping_put(fx->store, fx->user.id, &m, &err), BH_ERR_NOT_FOUND);
+
+    id_generate(m.integration_id);
+    assert_int_equal(store_mapping_put(fx->store, fx->user.id, &m, &err), BH_ERR_NOT_FOUND);
+    integration_release(&theirs);
+}
+
+static bool ids_contain(char (*ids)[ID_LEN + 1], size_t count, const char *id)
+{
+    for (size_t i = 0; i < count; i++) {
+        if (strcmp(ids[i], id) == 0)
+            return true;
+    }
+    return false;
+}
+
+static void routes_filter_mappings(void **state)
+{
+    struct fixture *fx = *state;
+    struct integration all;       /* active, every event */
+    struct integration narrowed;  /* the integration itself no longer allows message_replied */
+    struct integration paused;    /* mapping paused */
+    struct integration no_bit;    /* mapping without message_replied */
+    struct integration elsewhere; /* mapped on another campaign */
+    struct integration theirs;    /* another user's, on a campaign with the same id */
+    char(*ids)[ID_LEN + 1] = NULL;
+    size_t count = 0;
+    struct bh_error err;
+
+    create_integration(fx, fx->user.id, ALL_EVENTS, &all);
+    create_integration(fx, fx->user.id, EVENT_MASK(EVENT_MESSAGE_SENT), &narrowed);
+    create_integration(fx, fx->user.id, ALL_EVENTS, &paused);
+    create_integration(fx, fx->user.id, ALL_EVENTS, &no_bit);
+    create_integration(fx, fx->user.id, ALL_EVENTS, &elsewhere);
+    create_integration(fx, fx->other.id, ALL_EVENTS, &theirs);
+
+    put_mapping(fx, fx->user.id, "campaign-1", all.id, ALL_EVENTS, true, T0);
+    put_mapping(fx, fx->user.id, "campaign-1", narrowed.id, ALL_EVENTS, true, T0 + 1);
+    put_mapping(fx, fx->user.id, "campaign-1", paused.id, ALL_EVENTS, false, T0 + 2);
+    put_mapping(fx, fx->user.id, "campaign-1", no_bit.id, EVENT_MASK(EVENT_MESSAGE_SENT), true,
+                T0 + 3);
+    put_mapping(fx, fx->user.id, "campaign-2", elsewhere.id, ALL_EVENTS, true, T0 + 4);
+    put_mapping(fx, fx->other.id, "campaign-1", theirs.id, ALL_EVENTS, true, T0 + 5);
+
+    assert_int_equal(store_routes(fx->store, fx->user.id, "campaign-1", EVENT_MESSAGE_REPLIED, &ids,
+                                  &count, &err),
+                     0);
+    assert_int_equal(count, 1);
+    assert_string_equal(ids[0], all.id);
+    free(ids);
+
+    assert_int_equal(
+        store_routes(fx->store, fx->user.id, "campaign-1", EVENT_MESSAGE_SENT, &ids, &count, &err),
+        0);
+    assert_int_equal(count, 3);
+    assert_true(ids_contain(ids, count, all.id));
+    assert_true(ids_contain(ids, count, narrowed.id));
+    assert_true(ids_contain(ids, count, no_bit.id));
+    assert_false(ids_contain(ids, count, paused.id));
+    free(ids);
+
+    assert_int_equal(store_routes(fx->store, fx->other.id, "campaign-1", EVENT_MESSAGE_REPLIED,
+                                  &ids, &count, &err),
+                     0);
+    assert_int_equal(count, 1);
+    assert_string_equal(ids[0], theirs.id);
+    free(ids);
+
+    integration_release(&all);
+    integration_release(&narrowed);
+    integration_release(&paused);
+    integration_release(&no_bit);
+    integration_release(&elsewhere);
+    integration_release(&theirs);
+}
+
+/* ---- Events and deliveries ---- */
+
+static void delivery_commit_and_rollback(void **state)
+{
+    struct fixture *fx = *state;
+    struct integration integration;
+    struct event_record event;
+    struct delivery kept;
+    struct delivery dropped;
+    struct delivery loaded;
+    struct bh_error err;
+
+    create_integration(fx, fx->user.id, ALL_EVENTS, &integration);
+
+    assert_int_equal(store_begin(fx->store, &err), 0);
+    create_event(fx, fx->user.id, "campaign-1", &event);
+    fill_delivery(&event, &integration, T0, &dropped);
+    assert_int_equal(store_delivery_insert(fx->store, &dropped, &err), 0);
+    store_rollback(fx->store);
+    assert_int_equal(store_delivery_get(fx->store, fx->user.id, dropped.id, &loaded, &err),
+                     BH_ERR_NOT_FOUND);
+    assert_int_equal(query_int(fx->path, "SELECT COUNT(*) FROM events"), 0);
+
+    assert_int_equal(store_begin(fx->store, &err), 0);
+    create_event(fx, fx->user.id, "campaign-1", &event);
+    fill_delivery(&event, &integration, T0, &kept);
+    assert_int_equal(store_delivery_insert(fx->store, &kept, &err), 0);
+    assert_int_equal(store_commit(fx->store, &err), 0);
+
+    assert_int_equal(store_delivery_get(fx->store, fx->user.id, kept.id, &loaded, &err), 0);
+    assert_string_equal(loaded.event_id, event.id);
+    assert_string_equal(loaded.integration_id, integration.id);
+    assert_int_equal(loaded.event_type, EVENT_MESSAGE_REPLIED);
+    assert_int_equal(loaded.body_len, kept.body_len);
+    assert_memory_equal(loaded.body, kept.body, kept.body_len);
+    assert_int_equal(loaded.state, DELIVERY_PENDING);
+    assert_int_equal(loaded.attempts, 0);
+    assert_int_equal(loaded.next_attempt_ms, T0);
+    assert_null(loaded.last_error);
+    delivery_release(&loaded);
+
+    assert_int_equal(store_delivery_get(fx->store, fx->other.id, kept.id, &loaded, &err),
+                     BH_ERR_NOT_FOUND);
+    integration_release(&integration);
+}
+
+static void delivery_foreign_integration_not_found(void **state)
+{
+    struct fixture *fx = *state;
+    struct integration theirs;
+    struct event_record event;
+    struct delivery d;
+    struct bh_error err;
+
+    create_integration(fx, fx->other.id, ALL_EVENTS, &theirs);
+    create_event(fx, fx->user.id, "campaign-1", &event);
+    fill_delivery(&event, &theirs, T0, &d);
+    snprintf(d.user_id, sizeof(d.user_id), "%s", fx->user.id);
+    assert_int_equal(store_delivery_insert(fx->store, &d, &err), BH_ERR_NOT_FOUND);
+    integration_release(&theirs);
+}
+
+/* ---- Claims ---- */
+
+static void claim_takes_due_only(void **state)
+{
+    struct fixture *fx = *state;
+    struct integration integration;
+    struct delivery due;
+    struct delivery later;
+    struct delivery_job *jobs = NULL;
+    size_t count = 0;
+
+    create_integration(fx, fx->user.id, ALL_EVENTS, &integration);
+    create_delivery(fx, &integration, T0, &due);
+    create_delivery(fx, &integration, T0 + 10000, &later);
+
+    claim(fx, "worker-a", T0 + 5000, 10, &jobs, &count);
+    assert_int_equal(count, 1);
+    assert_string_equal(jobs[0].delivery_id, due.id);
+    assert_string_equal(jobs[0].event_id, due.event_id);
+    assert_string_equal(jobs[0].integration_id, integration.id);
+    assert_string_equal(jobs[0].user_id, fx->user.id);
+    assert_string_equal(jobs[0].url, integration.url);
+    assert_true(jobs[0].signing);
+    assert_string_equal(jobs[0].secret, integration.secret);
+    assert_int_equal(jobs[0].header_count, 2);
+    assert_string_equal(jobs[0].headers[1].name, "X-Team");
+    assert_int_equal(jobs[0].timeout_ms, 12000);
+    assert_int_equal(jobs[0].max_retries, 4);
+    assert_int_equal(jobs[0].body_len, due.body_len);
+    assert_memory_equal(jobs[0].body, due.body, due.body_len);
+    assert_int_equal(jobs[0].attempts_before, 0);
+    delivery_job_list_free(jobs, count);
+
+    assert_int_equal(query_int(fx->path, "SELECT COUNT(*) FROM deliveries "
+                                         "WHERE lease_owner = 'worker-a'"),
+                     1);
+    integration_release(&integration);
+}
+
+static void claim_respects_leases(void **state)
+{
+    struct fixture *fx = *state;
+    struct integration integration;
+    struct delivery d;
+    struct delivery_job *jobs = NULL;
+    size_t count = 0;
+
+    create_integration(fx, fx->user.id, ALL_EVENTS, &integration);
+    create_delivery(fx, &integration, T0, &d);
+
+    claim(fx, "worker-a", T0, 10, &jobs, &count);
+    assert_int_equal(count, 1);
+    delivery_job_list_free(jobs, count);
+
+    /* Live until T0 + LEASE_MS inclusive. */
+    claim(fx, "worker-b", T0 + LEASE_MS, 10, &jobs, &count);
+    assert_int_equal(count, 0);
+    delivery_job_list_free(jobs, count);
+
+    claim(fx, "worker-b", T0 + LEASE_MS + 1, 10, &jobs, &count);
+    assert_int_equal(count, 1);
+    assert_string_equal(jobs[0].delivery_id, d.id);
+    delivery_job_list_free(jobs, count);
+    assert_int_equal(query_int(fx->path, "SELECT COUNT(*) FROM deliveries "
+                                         "WHERE lease_owner = 'worker-b'"),
+                     1);
+    integration_release(&integration);
+}
+
+static void claim_honours_limit(void **state)
+{
+    struct fixture *fx = *state;
+    struct integration integration;
+    struct delivery d[5];
+    struct delivery_job *jobs = NULL;
+    size_t count = 0;
+
+    create_integration(fx, fx->user.id, ALL_EVENTS, &integration);
+    /* Inserted newest due first, so the order below comes from next_attempt_ms. */
+    for (int i = 0; i < 5; i++)
+        create_delivery(fx, &integration, T0 - 100 * i, &d[i]);
+
+    claim(fx, "worker-a", T0, 2, &jobs, &count);
+    assert_int_equal(count, 2);
+    assert_string_equal(jobs[0].delivery_id, d[4].id);
+    assert_string_equal(jobs[1].delivery_id, d[3].id);
+    delivery_job_list_free(jobs, count);
+
+    claim(fx, "worker-a", T0, 2, &jobs, &count);
+    assert_int_equal(count, 2);
+    assert_string_equal(jobs[0].delivery_id, d[2].id);
+    assert_string_equal(jobs[1].delivery_id, d[1].id);
+    delivery_job_list_free(jobs, count);
+
+    claim(fx, "worker-a", T0, 2, &jobs, &count);
+    assert_int_equal(count, 1);
+    assert_string_equal(jobs[0].delivery_id, d[0].id);
+    delivery_job_list_free(jobs, count);
+    integration_release(&integration);
+}
+
+static void claim_unsigned_has_no_secret(void **state)
+{
+    struct fixture *fx = *state;
+    struct integration integration;
+    struct delivery d;
+    struct delivery_job *jobs = NULL;
+    size_t count = 0;
+    struct bh_error err;
+
+    integration_init(&integration);
+    id_generate(integration.id);
+    snprintf(integration.user_id, sizeof(integration.user_id), "%s", fx->user.id);
+    integration.name = xstrdup("Unsigned");
+    integration.url = xstrdup("https://hooks.example.com/plain");
+    snprintf(integration.provider, sizeof(integration.provider), "webhook");
+    integration.signing = false;
+    integration.events = ALL_EVENTS;
+    integration.max_retries = MAX_RETRIES_DEFAULT;
+    integration.timeout_ms = TIMEOUT_MS_DEFAULT;
+    integration.created_ms = T0;
+    integration.updated_ms = T0;
+    assert_int_equal(store_integration_insert(fx->store, &integration, &err), 0);
+    create_delivery(fx, &integration, T0, &d);
+
+    claim(fx, "worker-a", T0, 1, &jobs, &count);
+    assert_int_equal(count, 1);
+    assert_false(jobs[0].signing);
+    assert_null(jobs[0].secret);
+    assert_int_equal(jobs[0].header_count, 0);
+    assert_int_equal(jobs[0].timeout_ms, TIMEOUT_MS_DEFAULT);
+    delivery_job_list_free(jobs, count);
+    integration_release(&integration);
+}
+
+/* ---- Outcomes ---- */
+
+static void finish_success_updates_stats(void **state)
+{
+    struct fixture *fx = *state;
+    struct integration integration;
+    struct integration loaded;
+    struct delivery d;
+    struct delivery after;
+    struct delivery_job *jobs = NULL;
+    struct attempt *attempts = NULL;
+    struct attempt_outcome o;
+    char long_excerpt[RESPONSE_EXCERPT_MAX + 100];
+    size_t count = 0;
+    struct bh_error err;
+
+    create_integration(fx, fx->user.id, ALL_EVENTS, &integration);
+    create_delivery(fx, &integration, T0, &d);
+    claim(fx, "worker-a", T0, 1, &jobs, &count);
+    delivery_job_list_free(jobs, count);
+
+    o = outcome_for(&d, "worker-a", DELIVERY_SUCCEEDED);
+    memset(long_excerpt, 'x', sizeof(long_excerpt));
+    o.response_excerpt = long_excerpt;
+    o.response_excerpt_len = sizeof(long_excerpt);
+    assert_int_equal(store_delivery_finish(fx->store, &o, &err), 0);
+
+    assert_int_equal(store_delivery_get(fx->store, fx->user.id, d.id, &after, &err), 0);
+    assert_int_equal(after.state, DELIVERY_SUCCEEDED);
+    assert_int_equal(after.attempts, 1);
+    assert_int_equal(after.last_http_status, 200);
+    assert_null(after.last_error);
+    delivery_release(&after);
+
+    assert_int_equal(store_attempt_list(fx->store, d.id, &attempts, &count, &err), 0);
+    assert_int_equal(count, 1);
+    assert_int_equal(attempts[0].number, 1);
+    assert_int_equal(attempts[0].started_ms, T0 + 1000);
+    assert_int_equal(attempts[0].duration_ms, 250);
+    assert_int_equal(attempts[0].http_status, 200);
+    assert_null(attempts[0].error);
+    assert_int_equal(attempts[0].response_excerpt_len, RESPONSE_EXCERPT_MAX);
+    attempt_list_free(attempts, count);
+
+    assert_int_equal(store_integration_get(fx->store, fx->user.id, integration.id, &loaded, &err),
+                     0);
+    assert_int_equal(loaded.delivered, 1);
+    assert_int_equal(loaded.failed, 0);
+    assert_int_equal(loaded.status, INTEGRATION_ACTIVE);
+    assert_int_equal(loaded.last_delivery_ms, T0 + 1250);
+    assert_null(loaded.last_error);
+    integration_release(&loaded);
+    integration_release(&integration);
+}
+
+static void finish_retry_then_failure(void **state)
+{
+    struct fixture *fx = *state;
+    struct integration integration;
+    struct integration loaded;
+    struct delivery d;
+    struct delivery after;
+    struct delivery_job *jobs = NULL;
+    struct attempt *attempts = NULL;
+    struct attempt_outcome o;
+    size_t count = 0;
+    struct bh_error err;
+
+    create_integration(fx, fx->user.id, ALL_EVENTS, &integration);
+    create_delivery(fx, &integration, T0, &d);
+    claim(fx, "worker-a", T0, 1, &jobs, &count);
+    delivery_job_list_free(jobs, count);
+
+    o = outcome_for(&d, "worker-a", DELIVERY_PENDING);
+    assert_int_equal(store_delivery_finish(fx->store, &o, &err), 0);
+    assert_int_equal(store_delivery_get(fx->store, fx->user.id, d.id, &after, &err), 0);
+    assert_int_equal(after.state, DELIVERY_PENDING);
+    assert_int_equal(after.attempts, 1);
+    assert_int_equal(after.next_attempt_ms, T0 + 30000);
+    assert_int_equal(after.last_http_status, 503);
+    assert_string_equal(after.last_error, "HTTP 503 Service Unavailable");
+    delivery_release(&after);
+
+    assert_int_equal(store_integration_get(fx->store, fx->user.id, integration.id, &loaded, &err),
+                     0);
+    assert_int_equal(loaded.failed, 0);
+    assert_int_equal(loaded.status, INTEGRATION_ACTIVE);
+    assert_string_equal(loaded.last_error, "HTTP 503 Service Unavailable");
+    assert_int_equal(loaded.last_error_ms, T0 + 1250);
+    integration_release(&loaded);
+
+    /* The lease ended with the attempt: the retry is claimable when due, by another worker. */
+    claim(fx, "worker-b", T0 + 29999, 1, &jobs, &count);
+    assert_int_equal(count, 0);
+    delivery_job_list_free(jobs, count);
+    claim(fx, "worker-b", T0 + 30000, 1, &jobs, &count);
+    assert_int_equal(count, 1);
+    assert_int_equal(jobs[0].attempts_before, 1);
+    delivery_job_list_free(jobs, count);
+
+    o = outcome_for(&d, "worker-b", DELIVERY_FAILED);
+    o.started_ms = T0 + 30000;
+    o.http_status = 0;
+    o.error = "connection refused";
+    assert_int_equal(store_delivery_finish(fx->store, &o, &err), 0);
+
+    assert_int_equal(store_delivery_get(fx->store, fx->user.id, d.id, &after, &err), 0);
+    assert_int_equal(after.state, DELIVERY_FAILED);
+    assert_int_equal(after.attempts, 2);
+    assert_string_equal(after.last_error, "connection refused");
+    delivery_release(&after);
+
+    assert_int_equal(store_attempt_list(fx->store, d.id, &attempts, &count, &err), 0);
+    assert_int_equal(count, 2);
+    assert_int_equal(attempts[0].number, 1);
+    assert_int_equal(attempts[0].http_status, 503);
+    assert_int_equal(attempts[1].number, 2);
+    assert_int_equal(attempts[1].http_status, 0);
+    assert_string_equal(attempts[1].error, "connection refused");
+    assert_null(attempts[1].response_excerpt);
+    attempt_list_free(attempts, count);
+
+    assert_int_equal(store_integration_get(fx->store, fx->user.id, integration.id, &loaded, &err),
+                     0);
+    assert_int_equal(loaded.failed, 1);
+    assert_int_equal(loaded.delivered, 0);
+    assert_int_equal(loaded.status, INTEGRATION_ERROR);
+    assert_string_equal(loaded.last_error, "connection refused");
+    assert_int_equal(loaded.last_delivery_ms, T0 + 30250);
+    integration_release(&loaded);
+    integration_release(&integration);
+}
+
+static void finish_success_after_failure(void **state)
+{
+    struct fixture *fx = *state;
+    struct integration integration;
+    struct integration loaded;
+    struct delivery failed;
+    struct delivery succeeded;
+    struct delivery_job *jobs = NULL;
+    struct attempt_outcome o;
+    size_t count = 0;
+    struct bh_error err;
+
+    create_integration(fx, fx->user.id, ALL_EVENTS, &integration);
+    create_delivery(fx, &integration, T0, &failed);
+    create_delivery(fx, &integration, T0 + 1, &succeeded);
+    claim(fx, "worker-a", T0 + 1, 2, &jobs, &count);
+    assert_int_equal(count, 2);
+    delivery_job_list_free(jobs, count);
+
+    o = outcome_for(&failed, "worker-a", DELIVERY_FAILED);
+    assert_int_equal(store_delivery_finish(fx->store, &o, &err), 0);
+    assert_int_equal(store_integration_get(fx->store, fx->user.id, integration.id, &loaded, &err),
+                     0);
+    assert_int_equal(loaded.status, INTEGRATION_ERROR);
+    integration_release(&loaded);
+
+    o = outcome_for(&succeeded, "worker-a", DELIVERY_SUCCEEDED);
+    o.started_ms = T0 + 2000;
+    assert_int_equal(store_delivery_finish(fx->store, &o, &err), 0);
+    assert_int_equal(store_integration_get(fx->store, fx->user.id, integration.id, &loaded, &err),
+                     0);
+    assert_int_equal(loaded.status, INTEGRATION_ACTIVE);
+    assert_int_equal(loaded.delivered, 1);
+    assert_int_equal(loaded.failed, 1);
+    assert_int_equal(loaded.last_delivery_ms, T0 + 2250);
+    /* The last error stays on show after a success, with its time. */
+    assert_string_equal(loaded.last_error, "HTTP 503 Service Unavailable");
+    assert_int_equal(loaded.last_error_ms, T0 + 1250);
+    integration_release(&loaded);
+    integration_release(&integration);
+}
+
+static void finish_wrong_owner_not_found(void **state)
+{
+    struct fixture *fx = *state;
+    struct integration integration;
+    struct integration loaded;
+    struct delivery d;
+    struct delivery after;
+    struct delivery_job *jobs = NULL;
+    struct attempt *attempts = NULL;
+    struct attempt_outcome o;
+    size_t count = 0;
+    struct bh_error err;
+
+    create_integration(fx, fx->user.id, ALL_EVENTS, &integration);
+    create_delivery(fx, &integration, T0, &d);
+    claim(fx, "worker-a", T0, 1, &jobs, &count);
+    delivery_job_list_free(jobs, count);
+
+    o = outcome_for(&d, "worker-b", DELIVERY_FAILED);
+    assert_int_equal(store_delivery_finish(fx->store, &o, &err), BH_ERR_NOT_FOUND);
+
+    assert_int_equal(store_delivery_get(fx->store, fx->user.id, d.id, &after, &err), 0);
+    assert_int_equal(after.state, DELIVERY_PENDING);
+    assert_int_equal(after.attempts, 0);
+    delivery_release(&after);
+    assert_int_equal(store_attempt_list(fx->store, d.id, &attempts, &count, &err), 0);
+    assert_int_equal(count, 0);
+    attempt_list_free(attempts, count);
+    assert_int_equal(store_integration_get(fx->store, fx->user.id, integration.id, &loaded, &err),
+                     0);
+    assert_int_equal(loaded.failed, 0);
+    assert_int_equal(loaded.last_delivery_ms, 0);
+    assert_null(loaded.last_error);
+    integration_release(&loaded);
+    integration_release(&integration);
+}
+
+static void finish_in_transaction_keeps_caller(void **state)
+{
+    struct fixture *fx = *state;
+    struct integration integration;
+    struct delivery d;
+    struct delivery_job *jobs = NULL;
+    struct attempt_outcome o;
+    size_t count = 0;
+    struct bh_error err;
+    char *text = NULL;
+
+    create_integration(fx, fx->user.id, ALL_EVENTS, &integration);
+    create_delivery(fx, &integration, T0, &d);
+    claim(fx, "worker-a", T0, 1, &jobs, &count);
+    delivery_job_list_free(jobs, count);
+
+    /* A failed finish undoes only its own writes inside the caller's transaction. */
+    assert_int_equal(store_begin(fx->store, &err), 0);
+    assert_int_equal(store_record_put(fx->store, RECORD_LEAD, fx->user.id, "lead-9",
+                                      "{\"id\":\"lead-9\"}", &err),
+                     0);
+    o = outcome_for(&d, "worker-b", DELIVERY_SUCCEEDED);
+    assert_int_equal(store_delivery_finish(fx->store, &o, &err), BH_ERR_NOT_FOUND);
+    o.lease_owner = "worker-a";
+    assert_int_equal(store_delivery_finish(fx->store, &o, &err), 0);
+    assert_int_equal(store_commit(fx->store, &err), 0);
+
+    assert_int_equal(store_record_get(fx->store, RECORD_LEAD, fx->user.id, "lead-9", &text, &err),
+                     0);
+    free(text);
+    assert_int_equal(query_int(fx->path, "SELECT COUNT(*) FROM attempts"), 1);
+    integration_release(&integration);
+}
+
+static void integration_delete_cascades(void **state)
+{
+    struct fixture *fx = *state;
+    struct integration integration;
+    struct delivery d;
+    struct delivery loaded;
+    struct delivery_job *jobs = NULL;
+    struct attempt *attempts = NULL;
+    struct mapping *mappings = NULL;
+    struct attempt_outcome o;
+    size_t count = 0;
+    struct bh_error err;
+
+    create_integration(fx, fx->user.id, ALL_EVENTS, &integration);
+    put_mapping(fx, fx->user.id, "campaign-1", integration.id, ALL_EVENTS, true, T0);
+    create_delivery(fx, &integration, T0, &d);
+    claim(fx, "worker-a", T0, 1, &jobs, &count);
+    delivery_job_list_free(jobs, count);
+    o = outcome_for(&d, "worker-a", DELIVERY_PENDING);
+    assert_int_equal(store_delivery_finish(fx->store, &o, &err), 0);
+    assert_int_equal(query_int(fx->path, "SELECT COUNT(*) FROM attempts"), 1);
+
+    assert_int_equal(store_integration_delete(fx->store, fx->user.id, integration.id, &err), 0);
+
+    assert_int_equal(store_delivery_get(fx->store, fx->user.id, d.id, &loaded, &err),
+                     BH_ERR_NOT_FOUND);
+    assert_int_equal(store_attempt_list(fx->store, d.id, &attempts, &count, &err), 0);
+    assert_int_equal(count, 0);
+    attempt_list_free(attempts, count);
+    assert_int_equal(
+        store_mapping_list(fx->store, fx->user.id, "campaign-1", &mappings, &count, &err), 0);
+    assert_int_equal(count, 0);
+    free(mappings);
+    assert_int_equal(query_int(fx->path, "SELECT COUNT(*) FROM attempts"), 0);
+    assert_int_equal(query_int(fx->path, "SELECT COUNT(*) FROM deliveries"), 0);
+    integration_release(&integration);
+}
+
+static void next_due_reports_earliest(void **state)
+{
+    struct fixture *fx = *state;
+    struct integration integration;
+    struct delivery early;
+    struct delivery late;
+    struct delivery_job *jobs = NULL;
+    struct attempt_outcome o;
+    size_t count = 0;
+    int64_t due = 0;
+    struct bh_error err;
+
+    assert_int_equal(store_delivery_next_due(fx->store, &due, &err), 0);
+    assert_int_equal(due, -1);
+
+    create_integration(fx, fx->user.id, ALL_EVENTS, &integration);
+    create_delivery(fx, &integration, T0 + 5000, &early);
+    create_delivery(fx, &integration, T0 + 90000, &late);
+    assert_int_equal(store_delivery_next_due(fx->store, &due, &err), 0);
+    assert_int_equal(due, T0 + 5000);
+
+    /* A leased delivery is due again when its lease ends. */
+    claim(fx, "worker-a", T0 + 5000, 1, &jobs, &count);
+    assert_int_equal(count, 1);
+    delivery_job_list_free(jobs, count);
+    assert_int_equal(store_delivery_next_due(fx->store, &due, &err), 0);
+    assert_int_equal(due, T0 + 5000 + LEASE_MS + 1);
+
+    o = outcome_for(&early, "worker-a", DELIVERY_SUCCEEDED);
+    assert_int_equal(store_delivery_finish(fx->store, &o, &err), 0);
+    assert_int_equal(store_delivery_next_due(fx->store, &due, &err), 0);
+    assert_int_equal(due, T0 + 90000);
+    integration_release(&integration);
+}
+
+static void release_all_leases_frees_claims(void **state)
+{
+    struct fixture *fx = *state;
+    struct integration integration;
+    struct delivery d;
+    struct delivery_job *jobs = NULL;
+    size_t count = 0;
+    struct bh_error err;
+
+    create_integration(fx, fx->user.id, ALL_EVENTS, &integration);
+    create_delivery(fx, &integration, T0, &d);
+    claim(fx, "worker-a", T0, 1, &jobs, &count);
+    delivery_job_list_free(jobs, count);
+
+    assert_int_equal(store_release_all_leases(fx->store, &err), 0);
+    assert_int_equal(query_int(fx->path, "SELECT COUNT(*) FROM deliveries "
+                                         "WHERE lease_owner IS NOT NULL"),
+                     0);
+    claim(fx, "worker-b", T0, 1, &jobs, &count);
+    assert_int_equal(count, 1);
+    assert_string_equal(jobs[0].delivery_id, d.id);
+    delivery_job_list_free(jobs, count);
+    integration_release(&integration);
+}
+
+/* ---- Two connections ---- */
+
+#define CONCURRENT_DELIVERIES 40
+
+struct inserter {
+    const char *path;
+    const struct integration *integration;
+    char ids[CONCURRENT_DELIVERIES][DELIVERY_ID_LEN + 1];
+    int inserted;
+};
+
+/* Inserts events and deliveries on a second connection, one transaction each. */
+static void *insert_deliveries(void *arg)
+{
+    struct inserter *in = arg;
+    struct bh_error err;
+    struct store *store = store_open(in->path, &err);
+
+    for (int i = 0; store && i < CONCURRENT_DELIVERIES; i++) {
+        struct event_record event = {.type = EVENT_MESSAGE_SENT, .lead_id = "lead-1"};
+        struct delivery d;
+
+        event_id_generate(event.id);
+        snprintf(event.user_id, sizeof(event.user_id), "%s", in->integration->user_id);
+        fill_delivery(&event, in->integration, 0, &d);
+        if (store_begin(store, &err) != 0)
+            break;
+        if (store_event_insert(store, &event, &err) != 0 ||
+            store_delivery_insert(store, &d, &err) != 0 || store_commit(store, &err) != 0) {
+            store_rollback(store);
+            break;
+        }
+        memcpy(in->ids[in->inserted++], d.id, sizeof(d.id));
+    }
+    store_close(store);
+    return NULL;
+}
+
+static bool claimed_before(char (*ids)[DELIVERY_ID_LEN + 1], int count, const char *id)
+{
+    for (int i = 0; i < count; i++) {
+        if (strcmp(ids[i], id) == 0)
+            return true;
+    }
+    return false;
+}
+
+static void two_connections_claim_and_insert(void **state)
+{
+    struct fixture *fx = *state;
+    struct integration integration;
+    struct inserter in = {.path = fx->path, .integration = &integration};
+    char claimed[CONCURRENT_DELIVERIES][DELIVERY_ID_LEN + 1];
+    int claimed_count = 0;
+    int duplicates = 0;
+    int64_t deadline = clock_monotonic_ms() + 20000;
+    pthread_t thread;
+
+    create_integration(fx, fx->user.id, ALL_EVENTS, &integration);
+    assert_int_equal(pthread_create(&thread, NULL, insert_deliveries, &in), 0);
+
+    /* Claims on this connection while the other thread inserts; each delivery once. */
+    while (claimed_count < CONCURRENT_DELIVERIES && clock_monotonic_ms() < deadline) {
+        struct delivery_job *jobs = NULL;
+        size_t count = 0;
+
+        claim(fx, "worker-a", T0, 5, &jobs, &count);
+        for (size_t i = 0; i < count; i++) {
+            if (claimed_before(claimed, claimed_count, jobs[i].delivery_id) ||
+                claimed_count == CONCURRENT_DELIVERIES)
+                duplicates++;
+            else
+                memcpy(claimed[claimed_count++], jobs[i].delivery_id, DELIVERY_ID_LEN + 1);
+        }
+        delivery_job_list_free(jobs, count);
+        if (count == 0)
+            usleep(1000);
+    }
+    assert_int_equal(pthread_join(thread, NULL), 0);
+
+    assert_int_equal(in.inserted, CONCURRENT_DELIVERIES);
+    assert_int_equal(claimed_count, CONCURRENT_DELIVERIES);
+    assert_int_equal(duplicates, 0);
+    for (int i = 0; i < in.inserted; i++)
+        assert_true(claimed_before(claimed, claimed_count, in.ids[i]));
+    integration_release(&integration);
+}
+
+#define STORE_TEST(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
+
 int main(void)
 {
-    return 77;
+    const struct CMUnitTest tests[] = {
+        STORE_TEST(store_open_creates_schema),
+        STORE_TEST(store_open_uses_wal),
+        STORE_TEST(store_reopen_keeps_data),
+        STORE_TEST(store_newer_schema_rejected),
+        STORE_TEST(store_postgres_not_built),
+        STORE_TEST(user_create_and_find),
+        STORE_TEST(user_duplicate_is_conflict),
+        STORE_TEST(user_create_in_transaction_undoes_own),
+        STORE_TEST(integration_round_trip),
+        STORE_TEST(integration_other_user_not_found),
+        STORE_TEST(integration_list_and_delete),
+        STORE_TEST(integration_duplicate_is_conflict),
+        STORE_TEST(record_put_get_replace),
+        STORE_TEST(record_list_pages),
+        STORE_TEST(mapping_put_replaces),
+        STORE_TEST(mapping_foreign_integration_not_found),
+        STORE_TEST(routes_filter_mappings),
+        STORE_TEST(delivery_commit_and_rollback),
+        STORE_TEST(delivery_foreign_integration_not_found),
+        STORE_TEST(claim_takes_due_only),
+        STORE_TEST(claim_respects_leases),
+        STORE_TEST(claim_honours_limit),
+        STORE_TEST(claim_unsigned_has_no_secret),
+        STORE_TEST(finish_success_updates_stats),
+        STORE_TEST(finish_retry_then_failure),
+        STORE_TEST(finish_success_after_failure),
+        STORE_TEST(finish_wrong_owner_not_found),
+        STORE_TEST(finish_in_transaction_keeps_caller),
+        STORE_TEST(integration_delete_cascades),
+        STORE_TEST(next_due_reports_earliest),
+        STORE_TEST(release_all_leases_frees_claims),
+        STORE_TEST(two_connections_claim_and_insert),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
 }

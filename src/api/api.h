@@ -1,0 +1,139 @@
+/*
+ * The REST API: shared context, the request and response that handlers see, and the route
+ * table.
+ *
+ * libmicrohttpd calls the server from its thread pool. The server collects the body (bounded
+ * by max_body_bytes), authenticates the caller, finds the route and calls its handler. A
+ * handler reads the request, does its work under the store lock and fills the response; on
+ * failure it returns a negative BH_ERR_* with err filled, and the server sends the JSON error
+ * body {"error": {"code", "message", "field"}} with the matching HTTP status.
+ */
+#ifndef BEARHOOK_API_API_H
+#define BEARHOOK_API_API_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+#include <microhttpd.h>
+
+#include "core/error.h"
+#include "core/url.h"
+#include "store/store.h"
+
+#define ROUTE_PARAMS_MAX 3
+#define ROUTE_PARAM_MAX 128 /* bytes of one path parameter; longer paths do not match */
+
+struct dispatcher;
+
+struct api_context {
+    struct store *store;      /* shared by all request threads; hold store_lock to use it */
+    pthread_mutex_t store_lock;
+    struct dispatcher *dispatcher;       /* told about new deliveries; NULL when not running */
+    const struct target_policy *targets; /* checks URLs when integrations are saved */
+    size_t max_body_bytes;
+};
+
+struct request {
+    const char *method;
+    const char *path;
+    struct MHD_Connection *connection;
+    char params[ROUTE_PARAMS_MAX][ROUTE_PARAM_MAX + 1]; /* path parameters, in pattern order */
+    struct user user;                     /* the authenticated caller */
+    const char *body;
+    size_t body_len;
+    int64_t started_ms; /* monotonic clock, for the access log */
+};
+
+struct response {
+    unsigned int status; /* HTTP status; 200 unless the handler sets it */
+    json_t *body;        /* owned; NULL for no body */
+};
+
+typedef int route_handler(struct api_context *api, struct request *request,
+                          struct response *response, struct bh_error *err);
+
+struct route {
+    const char *method;
+    const char *pattern; /* segments, with "{name}" for a parameter */
+    route_handler *handler;
+    bool public_route;   /* served without an API key */
+};
+
+/*
+ * Finds the route for method and path and fills params. Returns the route, or NULL; on NULL,
+ * *path_matched tells whether the path exists with another method (405) or not at all (404).
+ */
+const struct route *router_match(const char *method, const char *path,
+                                 char params[ROUTE_PARAMS_MAX][ROUTE_PARAM_MAX + 1],
+                                 bool *path_matched);
+
+/* Request helpers (respond.c). */
+/* Parses the body as a JSON object; errors name the line and column of malformed JSON. */
+int request_json_object(const struct request *request, json_t **out, struct bh_error *err);
+/* Returns the query parameter's value, or NULL. */
+const char *request_query(const struct request *request, const char *name);
+/* Sends an error body for err, mapping its status to the HTTP status. */
+enum MHD_Result respond_error(struct MHD_Connection *connection, const struct bh_error *err);
+enum MHD_Result respond_json(struct MHD_Connection *connection, unsigned int status,
+                             json_t *body);
+unsigned int http_status_for(int status);
+
+/* Input field helpers shared by the handlers. */
+int json_reject_unknown_fields(json_t *object, const char *const *allowed, const char *path,
+                               struct bh_error *err);
+json_t *json_time_or_null(int64_t unix_ms);
+
+/*
+ * Record helpers (records.c), for handlers that take leads, campaigns and accounts inline.
+ * record_upsert validates input (which must hold "id"), merges it over the stored record and
+ * saves it; *normalized is the caller's. record_fetch loads one record or answers 404 naming
+ * field.
+ */
+int record_upsert(struct api_context *api, enum record_kind kind, const char *user_id,
+                  json_t *input, json_t **normalized, bool *created, struct bh_error *err);
+int record_fetch(struct api_context *api, enum record_kind kind, const char *user_id,
+                 const char *id, const char *field, json_t **out, struct bh_error *err);
+
+/* Handlers, one file per resource. */
+int handle_health(struct api_context *, struct request *, struct response *, struct bh_error *);
+int handle_event_types(struct api_context *, struct request *, struct response *,
+                       struct bh_error *);
+int handle_integration_create(struct api_context *, struct request *, struct response *,
+                              struct bh_error *);
+int handle_integration_list(struct api_context *, struct request *, struct response *,
+                            struct bh_error *);
+int handle_integration_get(struct api_context *, struct request *, struct response *,
+                           struct bh_error *);
+int handle_integration_delete(struct api_context *, struct request *, struct response *,
+                              struct bh_error *);
+int handle_mapping_create(struct api_context *, struct request *, struct response *,
+                          struct bh_error *);
+int handle_mapping_list(struct api_context *, struct request *, struct response *,
+                        struct bh_error *);
+int handle_campaign_put(struct api_context *, struct request *, struct response *,
+                        struct bh_error *);
+int handle_campaign_get(struct api_context *, struct request *, struct response *,
+                        struct bh_error *);
+int handle_campaign_list(struct api_context *, struct request *, struct response *,
+                         struct bh_error *);
+int handle_lead_put(struct api_context *, struct request *, struct response *,
+                    struct bh_error *);
+int handle_lead_get(struct api_context *, struct request *, struct response *,
+                    struct bh_error *);
+int handle_lead_list(struct api_context *, struct request *, struct response *,
+                     struct bh_error *);
+int handle_account_put(struct api_context *, struct request *, struct response *,
+                       struct bh_error *);
+int handle_account_get(struct api_context *, struct request *, struct response *,
+                       struct bh_error *);
+int handle_account_list(struct api_context *, struct request *, struct response *,
+                        struct bh_error *);
+int handle_event_create(struct api_context *, struct request *, struct response *,
+                        struct bh_error *);
+int handle_delivery_get(struct api_context *, struct request *, struct response *,
+                        struct bh_error *);
+
+#endif
