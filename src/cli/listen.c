@@ -1,13 +1,13 @@
 /*
  * bearhook listen: a local webhook receiver for people building an integration. It prints each
- * request (headers, body, signature verdict) to stdout and answers with a chosen status after
+ * request (headers, body, signature verdict) to stdout and responds with a chosen status after
  * a chosen delay.
  *
  * libmicrohttpd runs one thread per connection, so a --delay-ms wait in one request does not
  * hold up the others. The main thread blocks SIGINT and SIGTERM before the daemon starts (so
  * every daemon thread inherits the mask) and waits for them with sigwait. On a signal it stops
  * accepting connections, wakes the delayed requests through a condition variable, waits a
- * bounded time for the requests in progress to be answered, stops the daemon and prints the
+ * bounded time for the responses to the requests in progress, stops the daemon and prints the
  * summary.
  *
  * The receiver has no authentication and prints everything it receives, so it binds only to
@@ -43,14 +43,14 @@
 /*
  * Body bytes read and thrown away after --max-body-bytes is reached, so that a client that
  * sends its whole body before reading the response still reads the 413. A request that
- * announces or sends more than this is answered at once, or its connection is closed.
+ * announces more than this gets the 413 at once, and one that sends more is disconnected.
  */
 #define DISCARD_MAX_BYTES (16ULL * 1024 * 1024)
 
 /* Seconds a connection may stay idle before libmicrohttpd closes it. */
 #define IDLE_TIMEOUT_SECONDS 60
 
-/* On a stop signal, the longest wait for requests in progress to be answered. */
+/* On a stop signal, the longest wait for the responses to requests in progress. */
 #define DRAIN_TIMEOUT_MS 2000
 
 struct listen_settings {
@@ -71,13 +71,13 @@ static const struct option_spec listen_options[] = {
     {"secret", OPTION_STRING, offsetof(struct listen_settings, secret), NULL, 0, 0, NULL,
      "Signing secret, whsec_ prefix included; signatures are not checked without it"},
     {"status", OPTION_INT, offsetof(struct listen_settings, status), "200", 100, 599, NULL,
-     "HTTP status code to answer each request with"},
+     "HTTP status code of the response to each request"},
     {"delay-ms", OPTION_INT, offsetof(struct listen_settings, delay_ms), "0", 0, 120000, "ms",
-     "Time to wait before answering each request"},
+     "Time to wait before responding to each request"},
     {"quiet", OPTION_BOOL, offsetof(struct listen_settings, quiet), "false", 0, 0, NULL,
      "Print only the start line and, on exit, the summary"},
-    {"max-body-bytes", OPTION_INT, offsetof(struct listen_settings, max_body_bytes), "1048576",
-     1, 67108864, "bytes", "Largest request body accepted; larger bodies are answered with 413"},
+    {"max-body-bytes", OPTION_INT, offsetof(struct listen_settings, max_body_bytes), "1048576", 1,
+     67108864, "bytes", "Largest request body accepted; larger bodies get a 413 response"},
 };
 
 #define LISTEN_OPTION_COUNT (sizeof(listen_options) / sizeof(listen_options[0]))
@@ -87,26 +87,26 @@ static const char listen_usage[] =
     "                       [--delay-ms N] [--quiet] [--max-body-bytes N]\n"
     "\n"
     "Receives webhooks on a loopback address, prints each request with its headers, its body\n"
-    "and whether its X-Bearconnect-Signature matches --secret, and answers with --status.";
+    "and whether its X-Bearconnect-Signature matches --secret, and responds with --status.";
 
 enum verdict { VERDICT_NOT_CHECKED, VERDICT_MISSING, VERDICT_VALID, VERDICT_INVALID };
 
 struct listener {
     const struct listen_settings *settings;
     pthread_mutex_t lock; /* guards stopping, the counters and the writes to stdout */
-    /* Signalled when stopping becomes true and when in_progress drops; uses CLOCK_MONOTONIC. */
+    /* Signalled when stopping becomes true and when in_progress drops, timed on CLOCK_MONOTONIC. */
     pthread_cond_t stop_cond;
     bool stopping;
-    unsigned int in_progress; /* requests created and not yet completed */
-    unsigned long long received; /* requests answered with --status */
+    unsigned int in_progress;    /* requests created and not yet completed */
+    unsigned long long received; /* requests responded to with --status */
     unsigned long long valid;    /* of those, requests whose signature matched */
 };
 
 /* One request, created by the URI callback and freed when libmicrohttpd completes it. */
 struct request {
-    char *uri; /* the raw request target, query string included */
-    bool started; /* the access handler has seen the headers */
-    struct buf body; /* at most max_body_bytes */
+    char *uri;                     /* the raw request target, query string included */
+    bool started;                  /* the access handler has seen the headers */
+    struct buf body;               /* at most max_body_bytes */
     unsigned long long body_bytes; /* every body byte received, kept or discarded */
     bool too_large;
 };
@@ -140,8 +140,8 @@ static int reject_host(const char *host, bool is_address, struct bh_error *err)
  * Parses --host into a socket address for port. Accepts a literal loopback address, IPv6 with
  * or without brackets, and "localhost", which is taken as 127.0.0.1 without a resolver lookup.
  */
-static int parse_loopback_host(const char *host, unsigned short port,
-                               struct loopback_address *out, struct bh_error *err)
+static int parse_loopback_host(const char *host, unsigned short port, struct loopback_address *out,
+                               struct bh_error *err)
 {
     struct sockaddr_in *v4 = (struct sockaddr_in *)&out->addr;
     struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&out->addr;
@@ -262,13 +262,15 @@ static int real_precision(json_t *json)
     case JSON_REAL:
         return digits_for_double(json_real_value(json));
     case JSON_OBJECT:
-        json_object_foreach(json, key, value) {
+        json_object_foreach(json, key, value)
+        {
             needed = real_precision(value);
             precision = needed > precision ? needed : precision;
         }
         return precision;
     case JSON_ARRAY:
-        json_array_foreach(json, index, value) {
+        json_array_foreach(json, index, value)
+        {
             needed = real_precision(value);
             precision = needed > precision ? needed : precision;
         }
@@ -294,8 +296,7 @@ static void append_body(struct buf *out, const char *body, size_t len)
         return;
     }
 
-    json = json_loadb(body, len, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL,
-                      &error);
+    json = json_loadb(body, len, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &error);
     if (json) {
         pretty = json_dumps(json, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_ENCODE_ANY |
                                       JSON_REAL_PRECISION(real_precision(json)));
@@ -337,7 +338,7 @@ static void append_verdict(struct buf *out, enum verdict verdict, const char *ex
     }
 }
 
-/* Writes text to stdout in one piece and flushes it; the caller holds listener->lock. */
+/* Writes text to stdout in one piece and flushes it. The caller holds listener->lock. */
 static void write_stdout_locked(const struct buf *text)
 {
     fwrite(text->data, 1, text->len, stdout);
@@ -411,7 +412,7 @@ static void wait_delay(struct listener *listener, long long delay_ms)
     pthread_mutex_unlock(&listener->lock);
 }
 
-/* Prints one line for a request answered with 413, then answers it. */
+/* Prints one line for a request whose body is too large, then responds 413. */
 static enum MHD_Result reject_too_large(struct listener *listener,
                                         struct MHD_Connection *connection, const char *method,
                                         const struct request *req, const char *size_text)
@@ -424,7 +425,7 @@ static enum MHD_Result reject_too_large(struct listener *listener,
         append_timestamp(&line);
         buf_appendf(&line, " %s ", method);
         append_printable(&line, req->uri, strlen(req->uri), false);
-        buf_appendf(&line, " %s: over --max-body-bytes %lld, answered 413\n\n", size_text, max);
+        buf_appendf(&line, " %s: over --max-body-bytes %lld, responded 413\n\n", size_text, max);
         pthread_mutex_lock(&listener->lock);
         write_stdout_locked(&line);
         pthread_mutex_unlock(&listener->lock);
@@ -452,8 +453,7 @@ static unsigned long long announced_too_large(const struct listen_settings *sett
     unsigned long long length;
     unsigned long long max = (unsigned long long)settings->max_body_bytes;
 
-    text = MHD_lookup_connection_value(connection, MHD_HEADER_KIND,
-                                       MHD_HTTP_HEADER_CONTENT_LENGTH);
+    text = MHD_lookup_connection_value(connection, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
     if (!text)
         return 0;
     errno = 0;
@@ -483,10 +483,10 @@ static void receive_body(const struct listen_settings *settings, struct request 
     buf_append(&req->body, data, size);
 }
 
-/* Prints the request's block, waits --delay-ms and answers --status. */
-static enum MHD_Result answer_request(struct listener *listener,
-                                      struct MHD_Connection *connection, const char *method,
-                                      const struct request *req)
+/* Prints the request's block, waits --delay-ms and responds with --status. */
+static enum MHD_Result respond_to_request(struct listener *listener,
+                                          struct MHD_Connection *connection, const char *method,
+                                          const struct request *req)
 {
     const struct listen_settings *settings = listener->settings;
     char expected[SIGNATURE_HEX_LEN + 1];
@@ -521,8 +521,7 @@ static enum MHD_Result answer_request(struct listener *listener,
     buf_release(&block);
 
     wait_delay(listener, settings->delay_ms);
-    snprintf(json, sizeof(json), "{\"received\":true,\"signature\":\"%s\"}",
-             verdict_name(verdict));
+    snprintf(json, sizeof(json), "{\"received\":true,\"signature\":\"%s\"}", verdict_name(verdict));
     return send_json(connection, (unsigned int)settings->status, json);
 }
 
@@ -530,8 +529,8 @@ static enum MHD_Result answer_request(struct listener *listener,
  * The access handler. libmicrohttpd calls it once with the headers, once per piece of body,
  * and once more with *upload_data_size == 0 when the body is complete.
  */
-static enum MHD_Result handle_request(void *cls, struct MHD_Connection *connection,
-                                      const char *url, const char *method, const char *version,
+static enum MHD_Result handle_request(void *cls, struct MHD_Connection *connection, const char *url,
+                                      const char *method, const char *version,
                                       const char *upload_data, size_t *upload_data_size,
                                       void **con_cls)
 {
@@ -566,7 +565,7 @@ static enum MHD_Result handle_request(void *cls, struct MHD_Connection *connecti
         snprintf(size_text, sizeof(size_text), "%llu bytes", req->body_bytes);
         return reject_too_large(listener, connection, method, req, size_text);
     }
-    return answer_request(listener, connection, method, req);
+    return respond_to_request(listener, connection, method, req);
 }
 
 /* Creates the request state; libmicrohttpd passes the result to the handler as *con_cls. */
@@ -604,8 +603,7 @@ static void free_request(void *cls, struct MHD_Connection *connection, void **co
     pthread_mutex_unlock(&listener->lock);
 }
 
-__attribute__((format(printf, 2, 0))) static void log_mhd(void *cls, const char *fmt,
-                                                          va_list args)
+__attribute__((format(printf, 2, 0))) static void log_mhd(void *cls, const char *fmt, va_list args)
 {
     char message[512];
     size_t len;
@@ -654,13 +652,11 @@ static struct MHD_Daemon *start_daemon(struct listener *listener,
     if (address->addr.ss_family == AF_INET6)
         flags |= MHD_USE_IPv6;
     /* The port argument is ignored because MHD_OPTION_SOCK_ADDR carries it. */
-    return MHD_start_daemon(flags, 0, NULL, NULL, handle_request, listener,
-                            MHD_OPTION_EXTERNAL_LOGGER, log_mhd, NULL, MHD_OPTION_SOCK_ADDR,
-                            (const struct sockaddr *)&address->addr,
-                            MHD_OPTION_URI_LOG_CALLBACK, create_request, listener,
-                            MHD_OPTION_NOTIFY_COMPLETED, free_request, listener,
-                            MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)IDLE_TIMEOUT_SECONDS,
-                            MHD_OPTION_END);
+    return MHD_start_daemon(
+        flags, 0, NULL, NULL, handle_request, listener, MHD_OPTION_EXTERNAL_LOGGER, log_mhd, NULL,
+        MHD_OPTION_SOCK_ADDR, (const struct sockaddr *)&address->addr, MHD_OPTION_URI_LOG_CALLBACK,
+        create_request, listener, MHD_OPTION_NOTIFY_COMPLETED, free_request, listener,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)IDLE_TIMEOUT_SECONDS, MHD_OPTION_END);
 }
 
 /* Waits for SIGINT or SIGTERM, which the caller blocked in every thread. */
@@ -675,7 +671,7 @@ static int wait_for_stop_signal(const sigset_t *signals)
 
 /*
  * Stops accepting connections, cuts the delays short and waits, at most DRAIN_TIMEOUT_MS, for
- * the requests in progress to be answered. A request still uploading after that is cut off
+ * the responses to the requests in progress. A request still uploading after that is cut off
  * when the daemon stops. Returns the listening socket, which the caller closes after the stop.
  */
 static MHD_socket drain_requests(struct listener *listener, struct MHD_Daemon *daemon)

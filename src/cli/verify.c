@@ -25,7 +25,7 @@
 #include "util/alloc.h"
 #include "util/buf.h"
 
-/* Largest file read; request bodies that bearhook sends are far smaller. */
+/* Largest file read. The request bodies that bearhook sends are far smaller. */
 #define VERIFY_FILE_MAX (16 * 1024 * 1024)
 
 struct verify_settings {
@@ -55,18 +55,13 @@ static const char *const foreign_prefixes[] = {"sha256=", "v1,"};
 /* A signature as given, reduced to the digest it carries. */
 struct parsed_signature {
     char hex[SIGNATURE_HEX_LEN + 1]; /* lowercase */
-    const char *prefix; /* one of foreign_prefixes found before the digest, or NULL */
-    bool uppercase;     /* the digest had uppercase hex digits */
+    const char *prefix;              /* one of foreign_prefixes found before the digest, or NULL */
+    bool uppercase;                  /* the digest had uppercase hex digits */
 };
 
 /* Candidate bodies and secrets, in the order they are tried. */
 enum body_variant { BODY_AS_GIVEN, BODY_WITHOUT_NEWLINES, BODY_COMPACT, BODY_VARIANT_COUNT };
-enum secret_variant {
-    SECRET_AS_GIVEN,
-    SECRET_TRIMMED,
-    SECRET_WITH_PREFIX,
-    SECRET_VARIANT_COUNT
-};
+enum secret_variant { SECRET_AS_GIVEN, SECRET_TRIMMED, SECRET_WITH_PREFIX, SECRET_VARIANT_COUNT };
 
 static const char *const body_reasons[] = {
     [BODY_WITHOUT_NEWLINES] = "the file ends with a newline that is not part of the signed "
@@ -124,12 +119,46 @@ close:
 /* ---- signature format ---- */
 
 /*
+ * Returns true when text contains 64 hex digits, or prints why it does not and returns false.
+ * lead starts each printed line.
+ */
+static bool check_hex_digest(const char *text, size_t len, const char *lead)
+{
+    if (len != SIGNATURE_HEX_LEN) {
+        printf("%sit is %zu character%s long, but a bearhook signature is 64 hex digits (the "
+               "HMAC-SHA256 of the body).\n",
+               lead, len, len == 1 ? "" : "s");
+        if (len == 44 && text[43] == '=')
+            printf("It looks like base64; bearhook sends the digest in hex.\n");
+        return false;
+    }
+
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)text[i];
+
+        if (isxdigit(c))
+            continue;
+        if (isprint(c))
+            printf("%scharacter %zu ('%c') is not a hex digit; a signature contains only 0-9 "
+                   "and a-f.\n",
+                   lead, i + 1, c);
+        else
+            printf("%scharacter %zu (byte 0x%02x) is not a hex digit; a signature contains "
+                   "only 0-9 and a-f.\n",
+                   lead, i + 1, c);
+        return false;
+    }
+    return true;
+}
+
+/*
  * Reduces text to the lowercase digest it carries, or prints why it is not a signature and
  * returns false. Surrounding whitespace is ignored, because HTTP servers strip it from
- * header values before a receiver sees them.
+ * header values before a receiver reads them.
  */
 static bool parse_signature(const char *text, struct parsed_signature *out)
 {
+    const char *lead = "Signature invalid: ";
     size_t len;
 
     memset(out, 0, sizeof(*out));
@@ -149,37 +178,19 @@ static bool parse_signature(const char *text, struct parsed_signature *out)
             break;
         }
     }
-    if (out->prefix)
+    if (out->prefix) {
         printf("Signature invalid: it starts with \"%s\", a prefix other webhook providers "
                "use; bearhook sends only the 64 hex digits.\n",
                out->prefix);
-
-    if (len != SIGNATURE_HEX_LEN) {
-        printf("Signature invalid: it is %zu character%s long%s, but a bearhook signature is "
-               "64 hex digits (the HMAC-SHA256 of the body).\n",
-               len, len == 1 ? "" : "s", out->prefix ? " after the prefix" : "");
-        if (len == 44 && text[43] == '=')
-            printf("It looks like base64; bearhook sends the digest in hex.\n");
-        return false;
+        lead = "After the prefix, ";
     }
 
+    if (!check_hex_digest(text, len, lead))
+        return false;
     for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)text[i];
-
-        if (!isxdigit(c)) {
-            if (isprint(c))
-                printf("Signature invalid: character %zu ('%c') is not a hex digit; a "
-                       "signature contains only 0-9 and a-f.\n",
-                       i + 1, c);
-            else
-                printf("Signature invalid: character %zu (byte 0x%02x) is not a hex digit; a "
-                       "signature contains only 0-9 and a-f.\n",
-                       i + 1, c);
-            return false;
-        }
-        if (isupper(c))
+        if (isupper((unsigned char)text[i]))
             out->uppercase = true;
-        out->hex[i] = (char)tolower(c);
+        out->hex[i] = (char)tolower((unsigned char)text[i]);
     }
     out->hex[len] = '\0';
     return true;
@@ -188,8 +199,7 @@ static bool parse_signature(const char *text, struct parsed_signature *out)
 /* ---- variants ---- */
 
 /* Fills the body variant, or returns false when it would equal the body as given. */
-static bool make_body_variant(enum body_variant variant, const struct buf *body,
-                              struct buf *out)
+static bool make_body_variant(enum body_variant variant, const struct buf *body, struct buf *out)
 {
     json_t *json;
     char *compact;
@@ -269,8 +279,7 @@ static bool find_matching_variant(const char *secret, const struct buf *body, co
         for (int b = 0; b < BODY_VARIANT_COUNT && !found; b++) {
             if (!make_body_variant((enum body_variant)b, body, &candidate))
                 continue;
-            signature_compute(key, candidate.data ? candidate.data : "", candidate.len,
-                              computed);
+            signature_compute(key, candidate.data ? candidate.data : "", candidate.len, computed);
             if (signature_equal(computed, hex)) {
                 *secret_found = (enum secret_variant)s;
                 *body_found = (enum body_variant)b;
@@ -289,8 +298,8 @@ static void print_uppercase_note(const struct parsed_signature *signature)
 {
     if (signature->uppercase)
         printf("Note: the signature is in uppercase hex. bearhook sends lowercase, and a "
-               "receiver that compares the strings exactly (as the Node.js and Python "
-               "verification examples do) rejects uppercase.\n");
+               "receiver that compares the strings exactly (as crypto.timingSafeEqual and "
+               "hmac.compare_digest do) rejects uppercase.\n");
 }
 
 /* Prints the verdict for a well-formed signature and returns the exit status. */
@@ -353,8 +362,9 @@ int cmd_verify(int argc, char **argv)
         goto release;
     }
     if (settings.secret[0] == '\0' || settings.signature[0] == '\0') {
-        fprintf(stderr, "bearhook verify: missing %s; usage: bearhook verify --secret SECRET "
-                        "--signature HEX FILE\n",
+        fprintf(stderr,
+                "bearhook verify: missing %s; usage: bearhook verify --secret SECRET "
+                "--signature HEX FILE\n",
                 settings.secret[0] == '\0' ? "--secret" : "--signature");
         goto release;
     }

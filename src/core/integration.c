@@ -20,7 +20,7 @@
 
 #define SIGNATURE_DISABLED_TEXT "Signature verification is disabled."
 
-/* Longest header name or key that an error message repeats. */
+/* Maximum bytes of a header name or JSON key that an error message repeats. */
 #define ECHO_MAX 128
 
 enum field_bit {
@@ -38,7 +38,7 @@ static const char *const providers[] = {"webhook", "zapier", "make", "n8n"};
 
 /*
  * Headers that bearhook sets on every delivery, and connection-level headers that libcurl
- * manages; a custom header with one of these names could break the request or the signature.
+ * manages. A custom header with one of these names could break the request or its signature.
  */
 static const char *const reserved_names[] = {
     "content-type", "content-length", "user-agent",       "host", "transfer-encoding",
@@ -110,8 +110,8 @@ static int get_int_in_range(json_t *value, const char *key, int min, int max, in
 }
 
 /*
- * Counts the code points of valid UTF-8 text; false when it has a control character: C0
- * (U+0000 to U+001F), DEL, or C1 (U+0080 to U+009F, encoded as C2 80 to C2 9F).
+ * Counts the code points of valid UTF-8 text. Returns false when the text contains a control
+ * character: C0 (U+0000 to U+001F), DEL, or C1 (U+0080 to U+009F, encoded as C2 80 to C2 9F).
  */
 static bool count_printable_code_points(const char *text, size_t len, size_t *count)
 {
@@ -622,7 +622,7 @@ json_t *integration_to_json(const struct integration *integration, bool include_
     return object;
 }
 
-/* Checks one array element and returns its event type; mask holds the ones seen before it. */
+/* Checks one array element and returns its event type; mask contains the ones seen before it. */
 static int event_name_to_type(json_t *element, size_t index, uint32_t allowed, uint32_t mask,
                               const char *field, int *type, struct bh_error *err)
 {
@@ -708,7 +708,7 @@ char *custom_headers_to_text(const struct custom_header *headers, size_t count)
     char *text = json_dumps(object, JSON_COMPACT);
 
     json_decref(object);
-    /* json_dumps of an object of strings fails only when memory runs out. */
+    /* For an object of strings, json_dumps returns NULL only when an allocation fails. */
     if (!text)
         abort();
     return text;
@@ -730,5 +730,5 @@ int custom_headers_from_text(const char *text, struct custom_header **headers, s
     /* Stored headers passed these checks when saved; checking again keeps a damaged row out. */
     result = parse_headers_object(object, headers, count, NULL);
     json_decref(object);
-    return result;
+    return result == 0 ? 0 : BH_ERR_INVALID;
 }

@@ -17,7 +17,7 @@
 
 #include "util/alloc.h"
 
-/* Longest literal accepted: a full IPv6 address with an IPv4 tail, brackets and some slack. */
+/* Maximum length of a literal: a full IPv6 address with an IPv4 tail, brackets and slack. */
 #define LITERAL_MAX 64
 #define CIDR_LIST_MAX 256
 #define CIDR_ITEM_MAX 128
@@ -56,7 +56,7 @@ static const struct special_range ipv6_ranges[] = {
     {{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1}, 128, "loopback"},
     {{0}, 96, "IPv4-compatible"},
     {{0x00, 0x64, 0xff, 0x9b, 0x00, 0x01}, 48, "local-use IPv4/IPv6 translation"},
-    /* The rest of ::/8 is reserved by the IETF and holds forms such as ::ffff:0:a.b.c.d. */
+    /* The rest of ::/8 is reserved by the IETF and contains forms such as ::ffff:0:a.b.c.d. */
     {{0}, 8, "reserved"},
     {{0x01, 0x00}, 64, "discard"},
     {{0x20, 0x01, 0x0d, 0xb8}, 32, "documentation"},

@@ -57,7 +57,7 @@ const char *netaddr_special_range(const struct netaddr *addr);
  */
 int cidr_list_parse(const char *text, struct cidr_list *out, struct bh_error *err);
 void cidr_list_release(struct cidr_list *list);
-/* True when a range in list holds addr; IPv4 ranges also hold ::ffff:a.b.c.d. */
+/* True when a range in list contains addr; IPv4 ranges also contain ::ffff:a.b.c.d. */
 bool cidr_list_contains(const struct cidr_list *list, const struct netaddr *addr);
 
 #endif

@@ -19,7 +19,7 @@
 #define HOST_NAME_MAX_LEN 253 /* DNS limit for a name in text form, without the final dot */
 #define HOST_LABEL_MAX 63
 
-/* Prints a URL in a message; 160 bytes keep a message about a 2048-byte URL readable. */
+/* Maximum bytes of a URL that an error message repeats, so the message stays readable. */
 #define URL_ECHO_MAX 160
 
 static bool is_host_name_char(char c)
@@ -85,20 +85,17 @@ static int parse_port(const char *text, size_t len, const char *url, struct url_
     /* "host:" with no digits means the scheme's default port (RFC 3986, section 3.2.3). */
     if (len == 0)
         return 0;
-    if (len > 5)
-        goto out_of_range;
     for (size_t i = 0; i < len; i++) {
         if (text[i] < '0' || text[i] > '9')
             return url_error(err, field, url, "has an invalid port; use a number from 1 to 65535");
-        value = value * 10 + (text[i] - '0');
+        /* Digits past the range only need to stay past it, so value cannot overflow. */
+        if (value <= 65535)
+            value = value * 10 + (text[i] - '0');
     }
     if (value < 1 || value > 65535)
-        goto out_of_range;
+        return url_error(err, field, url, "has a port out of range; use a number from 1 to 65535");
     out->port = (int)value;
     return 0;
-
-out_of_range:
-    return url_error(err, field, url, "has a port out of range; use a number from 1 to 65535");
 }
 
 static int check_host_name(const char *host, const char *url, const char *field,

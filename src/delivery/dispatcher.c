@@ -48,8 +48,7 @@ struct attempt_run {
     CURL *easy;
     struct curl_slist *headers;
     struct target_guard guard;
-    int64_t started_ms;      /* Unix time, stored with the attempt */
-    int64_t started_mono_ms; /* monotonic, for the duration */
+    int64_t started_ms; /* Unix time, stored with the attempt */
     char error_buffer[CURL_ERROR_SIZE];
     char excerpt[RESPONSE_EXCERPT_MAX]; /* the first bytes of the response body */
     size_t excerpt_len;
@@ -160,7 +159,7 @@ static struct curl_slist *build_headers(const struct delivery_job *job)
             list = header_append_owned(list, xasprintf("%s: %s", header->name, header->value));
     }
 
-    /* An empty value tells curl not to send its own Expect and Accept headers. */
+    /* An empty value makes curl omit its own Expect and Accept headers. */
     list = header_append(list, "Expect:");
     list = header_append(list, "Accept:");
     return list;
@@ -171,10 +170,10 @@ static size_t keep_excerpt(char *data, size_t size, size_t count, void *userdata
     struct attempt_run *run = userdata;
     size_t len = size * count;
     size_t room = RESPONSE_EXCERPT_MAX - run->excerpt_len;
-    size_t kept = len < room ? len : room;
+    size_t copied = len < room ? len : room;
 
-    memcpy(run->excerpt + run->excerpt_len, data, kept);
-    run->excerpt_len += kept;
+    memcpy(run->excerpt + run->excerpt_len, data, copied);
+    run->excerpt_len += copied;
     return len;
 }
 
@@ -274,7 +273,6 @@ static void start_attempt(struct dispatcher *dispatcher, struct delivery_job *jo
     }
 
     run->started_ms = clock_now_ms();
-    run->started_mono_ms = clock_monotonic_ms();
     multi_result = curl_multi_add_handle(dispatcher->multi, run->easy);
     if (multi_result != CURLM_OK) {
         log_error(MODULE,
@@ -309,7 +307,7 @@ static void describe_connect_failure(const struct attempt_run *run, char *out, s
 {
     long os_errno = 0;
 
-    /* The target guard makes curl fail with CURLE_COULDNT_CONNECT when it refuses. */
+    /* The target guard makes curl fail with CURLE_COULDNT_CONNECT when it rejects an address. */
     if (run->guard.refused[0] != '\0') {
         snprintf(out, size, "%s", run->guard.refused);
         return;
@@ -467,9 +465,12 @@ static void finish_attempt(struct dispatcher *dispatcher, const struct attempt_r
     struct attempt_outcome outcome = {0};
     char error[ERROR_TEXT_MAX];
     long status = 0;
+    curl_off_t total_us = 0;
     int attempts_made = run->job.attempts_before + 1;
 
     curl_easy_getinfo(run->easy, CURLINFO_RESPONSE_CODE, &status);
+    /* curl's own transfer time leaves out the time this loop took to notice the end. */
+    curl_easy_getinfo(run->easy, CURLINFO_TOTAL_TIME_T, &total_us);
     if (result != CURLE_OK || status < 200 || status > 299) {
         describe_failure(run, result, status, error, sizeof(error));
         outcome.error = error;
@@ -479,7 +480,7 @@ static void finish_attempt(struct dispatcher *dispatcher, const struct attempt_r
     outcome.integration_id = run->job.integration_id;
     outcome.lease_owner = dispatcher->owner;
     outcome.started_ms = run->started_ms;
-    outcome.duration_ms = (int)(clock_monotonic_ms() - run->started_mono_ms);
+    outcome.duration_ms = (int)(total_us / 1000);
     outcome.http_status = (int)status;
     outcome.response_excerpt = run->excerpt_len > 0 ? run->excerpt : NULL;
     outcome.response_excerpt_len = run->excerpt_len;
@@ -515,6 +516,7 @@ static void claim(struct dispatcher *dispatcher, int64_t now_ms, size_t limit)
     struct delivery_job *jobs = NULL;
     size_t count = 0;
     struct bh_error err;
+    /* One lease covers the whole batch, so it lasts for the longest timeout any job can have. */
     int64_t lease_ms = TIMEOUT_MS_MAX + dispatcher->options.lease_margin_ms;
     int result;
 
@@ -551,10 +553,10 @@ static void refresh_next_due(struct dispatcher *dispatcher)
 }
 
 /*
- * Returns the Unix time at which to claim next, or INT64_MAX for none known. A due time no
- * later than a claim that came back short belongs to a delivery under a live lease (an
- * attempt in flight here or on another worker), which becomes claimable only when that lease
- * ends; such a time is tried again one idle cap after that claim, not in a tight loop.
+ * Returns the Unix time at which to claim next, or INT64_MAX for none known. A claim that
+ * came back short took every delivery claimable then. So a due time no later than that claim
+ * belongs to a delivery under a live lease, and it is tried again one idle cap after the
+ * claim instead of in a tight loop.
  */
 static int64_t next_claim_ms(const struct dispatcher *dispatcher)
 {
@@ -574,12 +576,14 @@ static size_t free_slots(const struct dispatcher *dispatcher)
 
 static void claim_due(struct dispatcher *dispatcher)
 {
-    bool notified = atomic_exchange(&dispatcher->notified, false);
     int64_t now_ms = clock_now_ms();
     int64_t idle_ms = clock_monotonic_ms() - dispatcher->next_due_checked_ms;
+    bool notified;
 
+    /* With every slot busy, a notification stays pending until a slot frees. */
     if (free_slots(dispatcher) == 0)
         return;
+    notified = atomic_exchange(&dispatcher->notified, false);
     if (notified || next_claim_ms(dispatcher) <= now_ms)
         claim(dispatcher, now_ms, free_slots(dispatcher));
     if (free_slots(dispatcher) > 0 && (dispatcher->next_due_stale || idle_ms >= IDLE_CAP_MS))

@@ -29,7 +29,7 @@ struct dispatcher_options {
     struct retry_policy retry;
     const struct target_policy *targets; /* required; must outlive the dispatcher */
     const char *ca_file;                 /* extra CA bundle for HTTPS targets, or NULL */
-    int64_t lease_margin_ms;             /* lease = the attempt's timeout + this margin */
+    int64_t lease_margin_ms;             /* lease = TIMEOUT_MS_MAX + this margin */
 };
 
 struct dispatcher;

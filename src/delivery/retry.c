@@ -43,9 +43,9 @@ int64_t retry_delay_ms(const struct retry_policy *policy, int attempts_made, int
     backoff = capped_backoff(policy->base_ms, policy->max_ms, attempts_made - 1);
 
     /*
-     * The factor 0.8 + 0.4 * unit_random is applied in integers: low is 0.8 of the backoff
-     * and span 0.4 of it, and the offset stays below span, so the wait is below 1.2 times the
-     * backoff even where doubles round up. Out-of-range unit_random is clamped.
+     * The jitter factor 0.8 + 0.4 * unit_random is applied in integers. low is 0.8 of the
+     * backoff and span is 0.4 of it. The offset stays below span, so the wait stays below 1.2
+     * times the backoff even where a double rounds up. Out-of-range unit_random is clamped.
      */
     if (!(unit_random >= 0.0))
         unit_random = 0.0;

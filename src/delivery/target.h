@@ -16,7 +16,17 @@ struct target_guard {
     char refused[160]; /* why the last address was refused; empty when none was */
 };
 
-/* Installs the check on an easy handle. guard must outlive the transfer. */
+/*
+ * Installs the check on an easy handle and clears guard->refused. guard must outlive the
+ * transfer, and guard->policy must be set before the call. Besides the opensocket callback
+ * it sets these options, which the caller must not override:
+ *   - protocols: https only, or http and https when the policy allows http;
+ *   - redirects: not followed, and limited to the same protocols;
+ *   - proxy: none, not even from http_proxy or https_proxy, because with a proxy the check
+ *     would apply to the proxy's address instead of the target's.
+ * A refused address makes libcurl fail the transfer with CURLE_COULDNT_CONNECT once no
+ * other address of the host is left to try.
+ */
 void target_guard_install(CURL *easy, struct target_guard *guard);
 
 #endif

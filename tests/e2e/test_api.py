@@ -1,6 +1,7 @@
 """End to end: API input checks, authentication, users and start-up, over real sockets."""
 import json
 import os
+import socket
 import ssl
 import stat
 import subprocess
@@ -122,11 +123,45 @@ def test_malformed_json_names_position(server):
     assert "column" in body["error"]["message"]
 
 
-def test_body_too_large(server):
-    status, body, _ = server.request("POST", "/v1/integrations",
-                                     raw=b'{"name": "' + b"x" * (2 << 20) + b'"}')
-    assert status == 413
+def raw_exchange(server, head, body_parts):
+    """Sends a raw request and returns the response's status line and body."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as connection:
+        connection.sendall(head)
+        try:
+            for part in body_parts:
+                connection.sendall(part)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server may answer and close before the whole body is sent
+        response = b""
+        while b"\r\n\r\n" not in response or not response.rstrip().endswith(b"}"):
+            chunk = connection.recv(65536)
+            if not chunk:
+                break
+            response += chunk
+    status_line, _, rest = response.partition(b"\r\n")
+    return status_line.decode(), json.loads(rest.partition(b"\r\n\r\n")[2])
+
+
+def test_body_too_large_by_content_length(server):
+    head = (f"POST /v1/integrations HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"Authorization: Bearer {server.api_key}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {2 << 20}\r\n\r\n").encode()
+    status_line, body = raw_exchange(server, head, [b"x" * 65536])
+    assert " 413 " in status_line
     assert body["error"]["code"] == "payload_too_large"
+    assert integration_count(server) == 0
+
+
+def test_body_too_large_when_chunked(server):
+    head = (f"POST /v1/integrations HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"Authorization: Bearer {server.api_key}\r\nContent-Type: application/json\r\n"
+            f"Transfer-Encoding: chunked\r\n\r\n").encode()
+    chunk = b"x" * 65536
+    parts = [b"%x\r\n%s\r\n" % (len(chunk), chunk)] * 20 + [b"0\r\n\r\n"]
+    status_line, body = raw_exchange(server, head, parts)
+    assert " 413 " in status_line
+    assert "1048576 bytes" in body["error"]["message"]
+    assert integration_count(server) == 0
 
 
 def test_missing_or_wrong_key(server):

@@ -1,5 +1,5 @@
-"""End to end: `bearhook listen` and `bearhook verify` as a user runs them, and the two receivers
-that verify signatures as the guide's Node.js and Python examples do.
+"""End to end: `bearhook listen` and `bearhook verify` as a user runs them, and the Node.js and
+Python receivers that verify signatures with the code bearhook documents for receivers.
 
 The binary comes from BEARHOOK_BIN (default build-test/bearhook, relative to the repository).
 Every process is started by a fixture that stops it by pid, and every wait is bounded.
@@ -321,7 +321,7 @@ def test_listen_prints_utf8_as_is(listen):
     assert block[-1] == b"Signature: valid\n"
 
 
-def test_listen_answers_chosen_status(listen):
+def test_listen_responds_with_status(listen):
     listener = listen("--status", "503")
     body = compact(PAYLOAD)
 
@@ -373,7 +373,7 @@ def test_listen_rejects_large_body(listen):
     assert large_status == 413
     assert b"max-body-bytes" in large_data
     assert small_status == 200
-    listener.process.wait_line(rb"1001 bytes: over --max-body-bytes 1000, answered 413")
+    listener.process.wait_line(rb"1001 bytes: over --max-body-bytes 1000, responded 413")
 
 
 def test_listen_rejects_announced_large_body(listen):
@@ -722,7 +722,7 @@ def test_verify_rejects_huge_file(body_file):
     assert b"larger than 16777216 bytes" in result.stderr
 
 
-# ---- receivers that verify as the guide's examples do ----
+# ---- receivers with the documented verification code ----
 
 
 RECEIVER_COMMANDS = {
@@ -782,7 +782,7 @@ def test_receiver_verifies_signatures(spawn, tmp_path, receiver_command):
     assert "x-bearconnect-signature" not in records[3]["headers"]
 
 
-def test_receiver_answers_chosen_status(spawn, tmp_path, receiver_command):
+def test_receiver_responds_with_status(spawn, tmp_path, receiver_command):
     out = tmp_path / "received.jsonl"
     port = start_receiver(spawn, receiver_command, out, "--status", "202")
     body = compact(PAYLOAD)

@@ -1,7 +1,7 @@
 /*
  * Dispatcher tests against a real SQLite store in a temporary folder and real HTTP receivers
- * (libmicrohttpd on 127.0.0.1, an ephemeral port each). Each receiver answers as its test
- * scripts it and records every request's method, path, headers and body.
+ * (libmicrohttpd on 127.0.0.1, an ephemeral port each). Each receiver responds as its
+ * test scripts it and records every request's method, path, headers and body.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -38,7 +38,7 @@
 #include "util/buf.h"
 #include "util/log.h"
 
-#define WAIT_MS 10000 /* the longest a test waits for a delivery to settle */
+#define WAIT_MS 10000 /* maximum wait for a delivery to settle */
 #define POLL_MS 10
 #define REQUESTS_MAX 512
 #define HEADERS_MAX 32
@@ -67,7 +67,7 @@ struct receiver {
     /* The script: request n (from 0) gets statuses[n], or the last status once past the end. */
     int statuses[8];
     size_t status_count;
-    int delay_ms;            /* slept before answering */
+    int delay_ms;            /* slept before responding */
     const char *retry_after; /* Retry-After value, or NULL */
     const char *location;    /* Location value, or NULL */
 
@@ -110,7 +110,7 @@ static enum MHD_Result collect_header(void *cls, enum MHD_ValueKind kind, const 
     return MHD_YES;
 }
 
-/* Records the request and returns its index, or -1 when the record is full. */
+/* Records the request and returns its index, or -1 once REQUESTS_MAX requests are recorded. */
 static int record_request(struct receiver *receiver, struct MHD_Connection *connection,
                           const char *method, const char *path, const struct buf *body)
 {
@@ -832,7 +832,7 @@ static void dispatcher_many(void **state)
         delivery_release(&delivery);
     }
 
-    /* Each delivery's body, which holds its sequence number, arrived exactly once. */
+    /* Each delivery's body, which contains its sequence number, arrived exactly once. */
     assert_int_equal(receiver_count(&f->receiver), DELIVERY_COUNT);
     for (int i = 0; i < DELIVERY_COUNT; i++) {
         int seen = 0;
@@ -905,8 +905,7 @@ static void dispatcher_delivery_deleted(void **state)
 
     /* The integration goes while its attempt is in flight; the outcome has nowhere to go. */
     assert_true(receiver_wait(&f->receiver, 1));
-    assert_int_equal(store_integration_delete(f->store, f->user.id, deleted_integration, &err),
-                     0);
+    assert_int_equal(store_integration_delete(f->store, f->user.id, deleted_integration, &err), 0);
     insert_delivery(f, kept_integration, "{\"event\":\"message_replied\"}", kept_delivery);
     dispatcher_notify(f->dispatcher);
 
@@ -934,7 +933,7 @@ static void dispatcher_stop_in_flight(void **state)
     start_dispatcher(f, 4);
     assert_true(receiver_wait(&f->receiver, 1));
 
-    /* Stopping abandons the attempt instead of waiting for the receiver's answer. */
+    /* Stopping abandons the attempt instead of waiting for the receiver's response. */
     stop_started_ms = clock_monotonic_ms();
     dispatcher_stop(f->dispatcher);
     f->dispatcher = NULL;

@@ -357,7 +357,7 @@ static void cidr_list_membership(void **state)
     }
     cidr_list_release(&list);
 
-    /* An empty list holds nothing; /0 holds its whole family and no other. */
+    /* An empty list contains nothing. A /0 range contains its whole family and no other. */
     assert_true(netaddr_parse("10.0.0.1", &addr));
     assert_false(cidr_list_contains(&list, &addr));
     assert_int_equal(cidr_list_parse("::/0", &list, &err), 0);

@@ -114,7 +114,7 @@ static void retry_after_honoured_and_capped(void **state)
 
 static void retry_after_ignored_elsewhere(void **state)
 {
-    /* Only 429 and 503 give Retry-After its meaning; other answers keep the backoff. */
+    /* Only 429 and 503 give Retry-After its meaning; other statuses keep the backoff. */
     static const int statuses[] = {0, 500, 502, 504, 408, 400, 301};
 
     for (size_t i = 0; i < sizeof(statuses) / sizeof(statuses[0]); i++)

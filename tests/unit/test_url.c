@@ -60,6 +60,7 @@ static void url_parse_accepts(void **state)
         {"http://example.com", "http", "example.com", 80},
         {"HtTp://example.com:65535?x=1", "http", "example.com", 65535},
         {"https://example.com:/x", "https", "example.com", 443},
+        {"https://example.com:000000000000080/x", "https", "example.com", 80},
         {"https://example.com.:1/", "https", "example.com.", 1},
         {"https://[2606:4700::1111]:8443/x", "https", "2606:4700::1111", 8443},
         {"https://[2001:DB8::1]/", "https", "2001:db8::1", 443},
@@ -130,6 +131,8 @@ static void url_rejects_syntax(void **state)
         {"https://example.com:4294967297/", POLICY_DEFAULT, "has a port out of range"},
         {"https://example.com:8a/", POLICY_DEFAULT, "has an invalid port"},
         {"https://example.com:-1/", POLICY_DEFAULT, "has an invalid port"},
+        {"https://example.com:abcdefg/", POLICY_DEFAULT, "has an invalid port"},
+        {"https://example.com:99999999999999999999/", POLICY_DEFAULT, "has a port out of range"},
         {"https://", POLICY_DEFAULT, "has no host"},
         {"https:///hook", POLICY_DEFAULT, "has no host"},
         {"https://:443/", POLICY_DEFAULT, "has no host"},
@@ -331,7 +334,7 @@ static void target_policy_reasons(void **state)
     assert_string_equal(reason, "link-local");
     assert_false(target_policy_allows(&policy, &addr, NULL));
 
-    /* Without a policy every special range is refused. */
+    /* Without a policy every special range is rejected. */
     assert_true(netaddr_parse("10.0.0.200", &addr));
     assert_false(target_policy_allows(NULL, &addr, &reason));
     assert_string_equal(reason, "private");
@@ -393,7 +396,7 @@ static CURLcode guarded_connect(const char *url, const struct target_policy *pol
     return result;
 }
 
-static void target_guard_refuses_loopback(void **state)
+static void target_guard_rejects_loopback(void **state)
 {
     struct listener listener;
     struct target_policy policy;
@@ -406,7 +409,7 @@ static void target_guard_refuses_loopback(void **state)
     snprintf(url, sizeof(url), "http://127.0.0.1:%d/", listener.port);
 
     result = guarded_connect(url, &policy, &guard);
-    assert_int_not_equal(result, CURLE_OK);
+    assert_int_equal(result, CURLE_COULDNT_CONNECT);
     assert_string_equal(guard.refused,
                         "address 127.0.0.1 is loopback; refused by the target policy");
     assert_false(listener_accept(&listener, 200));
@@ -414,7 +417,7 @@ static void target_guard_refuses_loopback(void **state)
     /* A host name is checked on the address it resolves to. */
     snprintf(url, sizeof(url), "http://localhost:%d/", listener.port);
     result = guarded_connect(url, &policy, &guard);
-    assert_int_not_equal(result, CURLE_OK);
+    assert_int_equal(result, CURLE_COULDNT_CONNECT);
     assert_non_null(strstr(guard.refused, "is loopback; refused by the target policy"));
     assert_false(listener_accept(&listener, 200));
 
@@ -452,7 +455,7 @@ static void target_guard_restricts_protocols(void **state)
 
     listener_open(&listener);
 
-    /* Plain http is refused by libcurl itself when the policy requires https. */
+    /* Plain http is rejected by libcurl itself when the policy requires https. */
     policy_make(POLICY_HTTP_LOCAL, &policy);
     policy.allow_http = false;
     snprintf(url, sizeof(url), "http://127.0.0.1:%d/", listener.port);
@@ -479,7 +482,7 @@ int main(void)
         cmocka_unit_test(url_accepts_allowed_hosts),
         cmocka_unit_test(url_errors_name_field),
         cmocka_unit_test(target_policy_reasons),
-        cmocka_unit_test(target_guard_refuses_loopback),
+        cmocka_unit_test(target_guard_rejects_loopback),
         cmocka_unit_test(target_guard_allows_listed),
         cmocka_unit_test(target_guard_restricts_protocols),
     };

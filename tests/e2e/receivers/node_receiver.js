@@ -1,11 +1,12 @@
-// A webhook receiver for the end-to-end tests that verifies signatures exactly as the
-// "Example: Node.js Verification" code in the integration guide does, with plain Node.js.
+// A webhook receiver for the end-to-end tests, in plain Node.js, that verifies signatures with
+// the Node.js code that bearhook documents for receivers: the hex HMAC-SHA256 of the raw body
+// from crypto.createHmac, compared with crypto.timingSafeEqual.
 //
 //   node node_receiver.js --port 0 --secret SECRET --out FILE [--status CODE]
 //
 // Binds 127.0.0.1 and prints "PORT <n>" as its first stdout line. For each POST it appends one
 // JSON line to FILE: {"headers": {...}, "bodyBase64": "...", "valid": true|false}, with header
-// names in lowercase. It answers --status (default 200) {"received": true} when the signature
+// names in lowercase. It responds --status (default 200) {"received": true} when the signature
 // is valid, and 401 {"error": "Invalid signature"} otherwise.
 'use strict';
 
@@ -13,7 +14,7 @@ const crypto = require('crypto');
 const fs = require('fs');
 const http = require('http');
 
-// Larger bodies are answered with 413; bearhook's payloads are a few kilobytes.
+// Larger bodies get a 413 response. bearhook's payloads are a few kilobytes.
 const MAX_BODY_BYTES = 16 * 1024 * 1024;
 
 function parseArgs(argv) {
@@ -48,7 +49,7 @@ function parseArgs(argv) {
     return options;
 }
 
-// The guide's verifyWebhookSignature. crypto.timingSafeEqual throws on buffers of unequal
+// The documented verifyWebhookSignature. crypto.timingSafeEqual throws on buffers of unequal
 // length, and a missing header would make Buffer.from throw, so both are checked first.
 function verifyWebhookSignature(rawBody, signature, secret) {
     const expectedSignature = crypto.createHmac('sha256', secret).update(rawBody).digest('hex');
@@ -56,12 +57,12 @@ function verifyWebhookSignature(rawBody, signature, secret) {
     if (typeof signature !== 'string') {
         return false;
     }
-    const given = Buffer.from(signature);
-    const expected = Buffer.from(expectedSignature);
-    if (given.length !== expected.length) {
+    const signatureBytes = Buffer.from(signature);
+    const expectedBytes = Buffer.from(expectedSignature);
+    if (signatureBytes.length !== expectedBytes.length) {
         return false;
     }
-    return crypto.timingSafeEqual(given, expected);
+    return crypto.timingSafeEqual(signatureBytes, expectedBytes);
 }
 
 function sendJson(res, status, body) {

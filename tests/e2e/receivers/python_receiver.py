@@ -1,12 +1,13 @@
-"""A webhook receiver for the end-to-end tests that verifies signatures exactly as the
-"Example: Python Verification" code in the integration guide does, with the standard library.
+"""A webhook receiver for the end-to-end tests, on the standard library, that verifies
+signatures with the Python code that bearhook documents for receivers: the hex HMAC-SHA256 of
+the raw body from hmac.new, compared with hmac.compare_digest.
 
     python3 python_receiver.py --port 0 --secret SECRET --out FILE [--status CODE]
 
 Binds 127.0.0.1 and prints "PORT <n>" as its first stdout line. For each POST it appends one
 JSON line to FILE: {"headers": {...}, "bodyBase64": "...", "valid": true|false}, with header
-names in lowercase. It answers --status (default 200) {"received": true} when the signature is
-valid, and 401 {"error": "Invalid signature"} otherwise.
+names in lowercase. It responds --status (default 200) {"received": true} when the signature
+is valid, and 401 {"error": "Invalid signature"} otherwise.
 """
 
 import argparse
@@ -19,12 +20,12 @@ import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-# Larger bodies are answered with 413; bearhook's payloads are a few kilobytes.
+# Larger bodies get a 413 response. bearhook's payloads are a few kilobytes.
 MAX_BODY_BYTES = 16 * 1024 * 1024
 
 
 def verify_webhook_signature(raw_body: bytes, signature: str, secret: str) -> bool:
-    """The guide's verification function, unchanged."""
+    """The documented verification function, unchanged."""
     expected = hmac.new(
         secret.encode('utf-8'),
         raw_body,
