@@ -225,11 +225,7 @@ void delivery_job_release(struct delivery_job *job)
 {
     free(job->url);
     free(job->secret);
-    for (size_t i = 0; i < job->header_count; i++) {
-        free(job->headers[i].name);
-        free(job->headers[i].value);
-    }
-    free(job->headers);
+    custom_headers_free(job->headers, job->header_count);
     free(job->body);
     job->url = NULL;
     job->secret = NULL;
