@@ -50,6 +50,8 @@ struct request {
 struct response {
     unsigned int status; /* HTTP status; 200 unless the handler sets it */
     json_t *body;        /* owned; NULL for no body */
+    char *text;          /* owned; a non-JSON body sent instead of body, or NULL */
+    const char *content_type; /* of text */
 };
 
 typedef int route_handler(struct api_context *api, struct request *request,
@@ -79,6 +81,9 @@ const char *request_query(const struct request *request, const char *name);
 enum MHD_Result respond_error(struct MHD_Connection *connection, const struct bh_error *err);
 enum MHD_Result respond_json(struct MHD_Connection *connection, unsigned int status,
                              json_t *body);
+/* Sends text (taken: freed by libmicrohttpd) with the given content type. */
+enum MHD_Result respond_text(struct MHD_Connection *connection, unsigned int status,
+                             const char *content_type, char *text);
 unsigned int http_status_for(int status);
 
 /* Input field helpers shared by the handlers. */
@@ -99,6 +104,7 @@ int record_fetch(struct api_context *api, enum record_kind kind, const char *use
 
 /* Handlers, one file per resource. */
 int handle_health(struct api_context *, struct request *, struct response *, struct bh_error *);
+int handle_metrics(struct api_context *, struct request *, struct response *, struct bh_error *);
 int handle_event_types(struct api_context *, struct request *, struct response *,
                        struct bh_error *);
 int handle_integration_create(struct api_context *, struct request *, struct response *,

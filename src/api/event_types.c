@@ -1,13 +1,26 @@
-/* GET /healthz and GET /v1/event-types. */
+/* GET /healthz, GET /metrics and GET /v1/event-types. */
 #include <string.h>
 
 #include "api/api.h"
 #include "core/events.h"
+#include "util/buf.h"
+#include "util/metrics.h"
 
 int handle_health(struct api_context *api, struct request *request, struct response *response,
                   struct bh_error *err)
 {
     response->body = json_pack("{s:s}", "status", "ok");
+    return BH_OK;
+}
+
+int handle_metrics(struct api_context *api, struct request *request, struct response *response,
+                   struct bh_error *err)
+{
+    struct buf text = BUF_INIT;
+
+    metrics_format(&text);
+    response->text = buf_detach(&text, NULL);
+    response->content_type = "text/plain; version=0.0.4";
     return BH_OK;
 }
 

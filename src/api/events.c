@@ -15,6 +15,7 @@
 #include "core/payload.h"
 #include "delivery/dispatcher.h"
 #include "util/log.h"
+#include "util/metrics.h"
 
 /* The records an event refers to, each given inline or by id. */
 struct event_records {
@@ -228,6 +229,8 @@ int handle_event_create(struct api_context *api, struct request *request,
         goto release;
     }
 
+    metrics_add(METRIC_EVENTS_ACCEPTED, 1);
+    metrics_add(METRIC_DELIVERIES_CREATED, json_array_size(created));
     if (json_array_size(created) > 0 && api->dispatcher)
         dispatcher_notify(api->dispatcher);
     log_info("api", "event accepted event=%s type=%s user=%s deliveries=%zu", event.id,

@@ -51,6 +51,19 @@ enum MHD_Result respond_json(struct MHD_Connection *connection, unsigned int sta
     return result;
 }
 
+enum MHD_Result respond_text(struct MHD_Connection *connection, unsigned int status,
+                             const char *content_type, char *text)
+{
+    struct MHD_Response *response;
+    enum MHD_Result result;
+
+    response = MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
+    MHD_add_response_header(response, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
+    result = MHD_queue_response(connection, status, response);
+    MHD_destroy_response(response);
+    return result;
+}
+
 enum MHD_Result respond_error(struct MHD_Connection *connection, const struct bh_error *err)
 {
     json_t *body;

@@ -8,6 +8,7 @@
 
 static const struct route routes[] = {
     {"GET", "/healthz", handle_health, true},
+    {"GET", "/metrics", handle_metrics, true},
     {"GET", "/v1/event-types", handle_event_types, false},
     {"POST", "/v1/integrations", handle_integration_create, false},
     {"GET", "/v1/integrations", handle_integration_list, false},

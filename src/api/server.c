@@ -72,14 +72,18 @@ static enum MHD_Result send_response(struct request *request, int result,
 
     if (result != BH_OK)
         return respond_error(request->connection, err);
-    sent = respond_json(request->connection, response->status, response->body);
+    if (response->text)
+        sent = respond_text(request->connection, response->status, response->content_type,
+                            response->text);
+    else
+        sent = respond_json(request->connection, response->status, response->body);
     json_decref(response->body);
     return sent;
 }
 
 static enum MHD_Result dispatch(struct api_context *api, struct request *request)
 {
-    struct response response = {MHD_HTTP_OK, NULL};
+    struct response response = {MHD_HTTP_OK, NULL, NULL, NULL};
     struct bh_error err;
     const struct route *route;
     bool path_matched;

@@ -132,7 +132,7 @@ static bool count_printable_code_points(const char *text, size_t len, size_t *co
 static int parse_name(json_t *value, const struct target_policy *policy, struct integration *staged,
                       struct bh_error *err)
 {
-    const char *text;
+    const char *text = NULL;
     const char *end;
     size_t count;
     int result;
@@ -166,7 +166,7 @@ static int parse_name(json_t *value, const struct target_policy *policy, struct 
 static int parse_url(json_t *value, const struct target_policy *policy, struct integration *staged,
                      struct bh_error *err)
 {
-    const char *text;
+    const char *text = NULL;
     int result;
 
     result =
@@ -185,7 +185,7 @@ static int parse_url(json_t *value, const struct target_policy *policy, struct i
 static int parse_provider(json_t *value, const struct target_policy *policy,
                           struct integration *staged, struct bh_error *err)
 {
-    const char *text;
+    const char *text = NULL;
     int result;
 
     result = get_string(value, "provider", "one of webhook, zapier, make or n8n", &text, err);
@@ -288,7 +288,7 @@ static int check_header_name(const char *name, struct bh_error *err)
 
 static int check_header_value(const char *name, json_t *value, struct bh_error *err)
 {
-    const char *text;
+    const char *text = NULL;
     size_t len;
 
     if (!json_is_string(value))

@@ -11,6 +11,7 @@
 
 #include "store/backend.h"
 #include "store/sqlite.h"
+#include "util/metrics.h"
 
 #define SQLITE_PREFIX "sqlite:"
 
@@ -46,69 +47,81 @@ void store_close(struct store *store)
 
 int store_begin(struct store *store, struct bh_error *err)
 {
+    metrics_add(METRIC_STORE_CALLS, 1);
     return store->ops->begin(store, err);
 }
 
 int store_commit(struct store *store, struct bh_error *err)
 {
+    metrics_add(METRIC_STORE_CALLS, 1);
     return store->ops->commit(store, err);
 }
 
 void store_rollback(struct store *store)
 {
+    metrics_add(METRIC_STORE_CALLS, 1);
     store->ops->rollback(store);
 }
 
 int store_user_create(struct store *store, const struct user *user, const char *key_hash,
                       struct bh_error *err)
 {
+    metrics_add(METRIC_STORE_CALLS, 1);
     return store->ops->user_create(store, user, key_hash, err);
 }
 
 int store_user_count(struct store *store, int64_t *count, struct bh_error *err)
 {
+    metrics_add(METRIC_STORE_CALLS, 1);
     return store->ops->user_count(store, count, err);
 }
 
 int store_user_by_key(struct store *store, const char *key_hash, struct user *out,
                       struct bh_error *err)
 {
+    metrics_add(METRIC_STORE_CALLS, 1);
     return store->ops->user_by_key(store, key_hash, out, err);
 }
 
 int store_integration_insert(struct store *store, const struct integration *integration,
                              struct bh_error *err)
 {
+    metrics_add(METRIC_STORE_CALLS, 1);
     return store->ops->integration_insert(store, integration, err);
 }
 
 int store_integration_get(struct store *store, const char *user_id, const char *id,
                           struct integration *out, struct bh_error *err)
 {
+    metrics_add(METRIC_STORE_CALLS, 1);
     return store->ops->integration_get(store, user_id, id, out, err);
 }
 
 int store_integration_list(struct store *store, const char *user_id, struct integration **out,
                            size_t *count, struct bh_error *err)
 {
+    metrics_add(METRIC_STORE_CALLS, 1);
     return store->ops->integration_list(store, user_id, out, count, err);
 }
 
 int store_integration_delete(struct store *store, const char *user_id, const char *id,
                              struct bh_error *err)
 {
+    metrics_add(METRIC_STORE_CALLS, 1);
     return store->ops->integration_delete(store, user_id, id, err);
 }
 
 int store_record_get(struct store *store, enum record_kind kind, const char *user_id,
                      const char *id, char **json_text, struct bh_error *err)
 {
+    metrics_add(METRIC_STORE_CALLS, 1);
     return store->ops->record_get(store, kind, user_id, id, json_text, err);
 }
 
 int store_record_put(struct store *store, enum record_kind kind, const char *user_id,
                      const char *id, const char *json_text, struct bh_error *err)
 {
+    metrics_add(METRIC_STORE_CALLS, 1);
     return store->ops->record_put(store, kind, user_id, id, json_text, err);
 }
 
@@ -116,47 +129,55 @@ int store_record_list(struct store *store, enum record_kind kind, const char *us
                       const char *after_id, size_t limit, char ***json_texts, size_t *count,
                       struct bh_error *err)
 {
+    metrics_add(METRIC_STORE_CALLS, 1);
     return store->ops->record_list(store, kind, user_id, after_id, limit, json_texts, count, err);
 }
 
 int store_mapping_put(struct store *store, const char *user_id, const struct mapping *mapping,
                       struct bh_error *err)
 {
+    metrics_add(METRIC_STORE_CALLS, 1);
     return store->ops->mapping_put(store, user_id, mapping, err);
 }
 
 int store_mapping_list(struct store *store, const char *user_id, const char *campaign_id,
                        struct mapping **out, size_t *count, struct bh_error *err)
 {
+    metrics_add(METRIC_STORE_CALLS, 1);
     return store->ops->mapping_list(store, user_id, campaign_id, out, count, err);
 }
 
 int store_routes(struct store *store, const char *user_id, const char *campaign_id, int type,
                  char (**ids)[ID_LEN + 1], size_t *count, struct bh_error *err)
 {
+    metrics_add(METRIC_STORE_CALLS, 1);
     return store->ops->routes(store, user_id, campaign_id, type, ids, count, err);
 }
 
 int store_event_insert(struct store *store, const struct event_record *event, struct bh_error *err)
 {
+    metrics_add(METRIC_STORE_CALLS, 1);
     return store->ops->event_insert(store, event, err);
 }
 
 int store_delivery_insert(struct store *store, const struct delivery *delivery,
                           struct bh_error *err)
 {
+    metrics_add(METRIC_STORE_CALLS, 1);
     return store->ops->delivery_insert(store, delivery, err);
 }
 
 int store_delivery_get(struct store *store, const char *user_id, const char *id,
                        struct delivery *out, struct bh_error *err)
 {
+    metrics_add(METRIC_STORE_CALLS, 1);
     return store->ops->delivery_get(store, user_id, id, out, err);
 }
 
 int store_attempt_list(struct store *store, const char *delivery_id, struct attempt **out,
                        size_t *count, struct bh_error *err)
 {
+    metrics_add(METRIC_STORE_CALLS, 1);
     return store->ops->attempt_list(store, delivery_id, out, count, err);
 }
 
@@ -164,22 +185,26 @@ int store_delivery_claim(struct store *store, const char *owner, int64_t now_ms,
                          size_t limit, struct delivery_job **jobs, size_t *count,
                          struct bh_error *err)
 {
+    metrics_add(METRIC_STORE_CALLS, 1);
     return store->ops->delivery_claim(store, owner, now_ms, lease_ms, limit, jobs, count, err);
 }
 
 int store_delivery_next_due(struct store *store, int64_t *due_ms, struct bh_error *err)
 {
+    metrics_add(METRIC_STORE_CALLS, 1);
     return store->ops->delivery_next_due(store, due_ms, err);
 }
 
 int store_delivery_finish(struct store *store, const struct attempt_outcome *outcome,
                           struct bh_error *err)
 {
+    metrics_add(METRIC_STORE_CALLS, 1);
     return store->ops->delivery_finish(store, outcome, err);
 }
 
 int store_release_all_leases(struct store *store, struct bh_error *err)
 {
+    metrics_add(METRIC_STORE_CALLS, 1);
     return store->ops->release_all_leases(store, err);
 }
 
