@@ -6,7 +6,7 @@ BUILD_DIR ?= build
 TEST_BUILD_DIR ?= build-test
 ARGS ?=
 
-.PHONY: all deps build run test format clean
+.PHONY: all deps build run test bench format clean
 
 all: build
 
@@ -25,6 +25,15 @@ test: deps
 		-Db_sanitize=address,undefined -Db_lundef=false -Dc_args=-fno-sanitize-recover=all
 	ninja -C $(TEST_BUILD_DIR)
 	/usr/bin/python3 scripts/run-tests $(TEST_BUILD_DIR)
+
+# Benchmarks: builds an optimised bearhook and the tools in build-bench/, runs every scenario
+# on loopback and prints one table (also written to build-bench/results.md). It reports and
+# never fails on a missed target. ARGS=--quick runs a shorter version.
+bench:
+	@[ -f build-bench/bearhook/build.ninja ] || meson setup build-bench/bearhook --buildtype=release
+	ninja -C build-bench/bearhook bearhook
+	$(MAKE) -C bench
+	/usr/bin/python3 bench/run $(ARGS)
 
 format:
 	clang-format -i src/*/*.c src/*/*.h tests/unit/*.c

@@ -23,14 +23,20 @@
 #include "core/url.h"
 #include "store/store.h"
 
+/* A handler's status for "the answer comes later": request->job holds the queued work. */
+#define BH_PENDING 1
+
 #define ROUTE_PARAMS_MAX 3
 #define ROUTE_PARAM_MAX 128 /* bytes of one path parameter; longer paths do not match */
 
 struct dispatcher;
+struct ingest;
+struct ingest_job;
 
 struct api_context {
     struct store *store;      /* shared by all request threads; hold store_lock to use it */
     pthread_mutex_t store_lock;
+    struct ingest *ingest;               /* commits events in groups */
     struct dispatcher *dispatcher;       /* told about new deliveries; NULL when not running */
     const struct target_policy *targets; /* checks URLs when integrations are saved */
     size_t max_body_bytes;
@@ -45,6 +51,7 @@ struct request {
     const char *body;
     size_t body_len;
     int64_t started_ms; /* monotonic clock, for the access log */
+    struct ingest_job *job; /* set by a handler that returns BH_PENDING */
 };
 
 struct response {
@@ -61,8 +68,11 @@ struct route {
     const char *method;
     const char *pattern; /* segments, with "{name}" for a parameter */
     route_handler *handler;
-    bool public_route;   /* served without an API key */
+    unsigned int flags;  /* ROUTE_* */
 };
+
+#define ROUTE_PUBLIC 1u   /* served without an API key */
+#define ROUTE_UNLOCKED 2u /* the handler does not use api->store, so runs without store_lock */
 
 /*
  * Finds the route for method and path and fills params. Returns the route, or NULL; on NULL,
@@ -71,6 +81,11 @@ struct route {
 const struct route *router_match(const char *method, const char *path,
                                  char params[ROUTE_PARAMS_MAX][ROUTE_PARAM_MAX + 1],
                                  bool *path_matched);
+
+/* Returns the route table, for checks that every route is documented. */
+const struct route *router_routes(size_t *count);
+/* Writes the methods that path accepts, such as "GET, PUT", for the Allow header. */
+void router_allowed_methods(const char *path, char *out, size_t size);
 
 /* Request helpers (respond.c). */
 /* Parses the body as a JSON object; errors name the line and column of malformed JSON. */
@@ -92,18 +107,27 @@ int json_reject_unknown_fields(json_t *object, const char *const *allowed, const
 json_t *json_time_or_null(int64_t unix_ms);
 
 /*
- * Record helpers (records.c), for handlers that take leads, campaigns and accounts inline.
- * record_upsert validates input (which must hold "id"), merges it over the stored record and
- * saves it; *normalized is the caller's. record_fetch loads one record or answers 404 naming
- * field.
+ * Record helpers (records.c), shared by the record endpoints and event ingest.
+ * record_load reads a stored record (*out NULL when there is none). record_merge validates
+ * input, which must hold "id", and merges it over the stored record without writing; errors
+ * name fields under path (NULL for the kind's name); *changed (when not NULL) tells whether
+ * the result differs from what is stored. record_save writes a merged record, given as its
+ * compact JSON text too when the caller has it (NULL to serialize it).
+ * record_fetch reads one record or fails with BH_ERR_NOT_FOUND naming field.
  */
-int record_upsert(struct api_context *api, enum record_kind kind, const char *user_id,
-                  json_t *input, json_t **normalized, bool *created, struct bh_error *err);
-int record_fetch(struct api_context *api, enum record_kind kind, const char *user_id,
+int record_load(struct store *store, enum record_kind kind, const char *user_id, const char *id,
+                json_t **out, struct bh_error *err);
+int record_merge(struct store *store, enum record_kind kind, const char *user_id,
+                 json_t *input, const char *path, json_t **normalized, bool *created,
+                 bool *changed, struct bh_error *err);
+int record_save(struct store *store, enum record_kind kind, const char *user_id,
+                const json_t *normalized, const char *text, struct bh_error *err);
+int record_fetch(struct store *store, enum record_kind kind, const char *user_id,
                  const char *id, const char *field, json_t **out, struct bh_error *err);
 
 /* Handlers, one file per resource. */
 int handle_health(struct api_context *, struct request *, struct response *, struct bh_error *);
+int handle_openapi(struct api_context *, struct request *, struct response *, struct bh_error *);
 int handle_metrics(struct api_context *, struct request *, struct response *, struct bh_error *);
 int handle_event_types(struct api_context *, struct request *, struct response *,
                        struct bh_error *);

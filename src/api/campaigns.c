@@ -76,7 +76,7 @@ int handle_mapping_create(struct api_context *api, struct request *request,
 
     integration_init(&integration);
     memset(&mapping, 0, sizeof(mapping));
-    result = record_fetch(api, RECORD_CAMPAIGN, request->user.id, campaign_id, "campaignId",
+    result = record_fetch(api->store, RECORD_CAMPAIGN, request->user.id, campaign_id, "campaignId",
                           &campaign, err);
     if (result != BH_OK)
         goto release;
@@ -140,7 +140,7 @@ int handle_mapping_list(struct api_context *api, struct request *request,
     json_t *data;
     int result;
 
-    result = record_fetch(api, RECORD_CAMPAIGN, request->user.id, request->params[0], "id",
+    result = record_fetch(api->store, RECORD_CAMPAIGN, request->user.id, request->params[0], "id",
                           &campaign, err);
     json_decref(campaign);
     if (result != BH_OK)

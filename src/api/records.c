@@ -30,15 +30,14 @@ static int check_path_id(enum record_kind kind, const char *id, struct bh_error 
                         record_kind_name(kind), id, EXTERNAL_ID_MAX);
 }
 
-/* Loads the stored record as JSON into *out; NULL when there is none. */
-static int load_record(struct api_context *api, enum record_kind kind, const char *user_id,
-                       const char *id, json_t **out, struct bh_error *err)
+int record_load(struct store *store, enum record_kind kind, const char *user_id, const char *id,
+                json_t **out, struct bh_error *err)
 {
     char *text = NULL;
     int result;
 
     *out = NULL;
-    result = store_record_get(api->store, kind, user_id, id, &text, err);
+    result = store_record_get(store, kind, user_id, id, &text, err);
     if (result == BH_ERR_NOT_FOUND)
         return BH_OK;
     if (result != BH_OK)
@@ -52,45 +51,49 @@ static int load_record(struct api_context *api, enum record_kind kind, const cha
     return BH_OK;
 }
 
-int record_upsert(struct api_context *api, enum record_kind kind, const char *user_id,
-                  json_t *input, json_t **normalized, bool *created, struct bh_error *err)
+int record_merge(struct store *store, enum record_kind kind, const char *user_id,
+                 json_t *input, const char *path, json_t **normalized, bool *created,
+                 bool *changed, struct bh_error *err)
 {
     json_t *id_value = json_object_get(input, "id");
     json_t *base = NULL;
-    char *text;
     int result;
 
     *normalized = NULL;
     if (!json_is_string(id_value))
-        return bh_error_set(err, BH_ERR_INVALID, "id", "%s needs an \"id\" string",
-                            record_kind_name(kind));
-    result = check_path_id(kind, json_string_value(id_value), err);
-    if (result != BH_OK)
-        return result;
-    result = load_record(api, kind, user_id, json_string_value(id_value), &base, err);
+        return bh_error_set(err, BH_ERR_INVALID, path ? path : "id",
+                            "%s needs an \"id\" string", record_kind_name(kind));
+    if (!id_is_valid_external(json_string_value(id_value)))
+        return check_path_id(kind, json_string_value(id_value), err);
+    result = record_load(store, kind, user_id, json_string_value(id_value), &base, err);
     if (result != BH_OK)
         return result;
 
     *created = base == NULL;
-    *normalized = record_normalize(kind, input, base, record_kind_name(kind), err);
+    *normalized = record_normalize(kind, input, base, path ? path : record_kind_name(kind), err);
+    if (changed)
+        *changed = !base || !*normalized || !json_equal(base, *normalized);
     json_decref(base);
     if (!*normalized)
         return err->status ? err->status : BH_ERR_INVALID;
+    return BH_OK;
+}
 
-    text = json_dumps(*normalized, JSON_COMPACT);
-    result = store_record_put(api->store, kind, user_id, json_string_value(id_value), text, err);
-    free(text);
-    if (result != BH_OK) {
-        json_decref(*normalized);
-        *normalized = NULL;
-    }
+int record_save(struct store *store, enum record_kind kind, const char *user_id,
+                const json_t *normalized, const char *text, struct bh_error *err)
+{
+    const char *id = json_string_value(json_object_get(normalized, "id"));
+    char *own_text = text ? NULL : json_dumps(normalized, JSON_COMPACT);
+    int result = store_record_put(store, kind, user_id, id, text ? text : own_text, err);
+
+    free(own_text);
     return result;
 }
 
-int record_fetch(struct api_context *api, enum record_kind kind, const char *user_id,
+int record_fetch(struct store *store, enum record_kind kind, const char *user_id,
                  const char *id, const char *field, json_t **out, struct bh_error *err)
 {
-    int result = load_record(api, kind, user_id, id, out, err);
+    int result = record_load(store, kind, user_id, id, out, err);
 
     if (result == BH_OK && !*out)
         return bh_error_set(err, BH_ERR_NOT_FOUND, field,
@@ -126,10 +129,15 @@ static int put_record(enum record_kind kind, struct api_context *api, struct req
     }
     json_object_set_new(input, "id", json_string(id));
 
-    result = record_upsert(api, kind, request->user.id, input, &normalized, &created, err);
+    result = record_merge(api->store, kind, request->user.id, input, NULL, &normalized, &created,
+                          NULL, err);
     json_decref(input);
-    if (result != BH_OK)
+    if (result == BH_OK)
+        result = record_save(api->store, kind, request->user.id, normalized, NULL, err);
+    if (result != BH_OK) {
+        json_decref(normalized);
         return result;
+    }
 
     log_info("api", "%s %s %s=%s user=%s", record_kind_name(kind),
              created ? "created" : "updated", record_kind_name(kind), id, request->user.id);
@@ -141,8 +149,8 @@ static int put_record(enum record_kind kind, struct api_context *api, struct req
 static int get_record(enum record_kind kind, struct api_context *api, struct request *request,
                       struct response *response, struct bh_error *err)
 {
-    return record_fetch(api, kind, request->user.id, request->params[0], "id", &response->body,
-                        err);
+    return record_fetch(api->store, kind, request->user.id, request->params[0], "id",
+                        &response->body, err);
 }
 
 static int parse_limit(const char *text, size_t *limit, struct bh_error *err)
@@ -176,13 +184,14 @@ static int list_records(enum record_kind kind, struct api_context *api, struct r
     result = parse_limit(request_query(request, "limit"), &limit, err);
     if (result != BH_OK)
         return result;
-    result = store_record_list(api->store, kind, request->user.id, after, limit, &texts, &count,
-                               err);
+    /* One more than the page, to know whether another page follows. */
+    result = store_record_list(api->store, kind, request->user.id, after, limit + 1, &texts,
+                               &count, err);
     if (result != BH_OK)
         return result;
 
     data = json_array();
-    for (size_t i = 0; i < count; i++) {
+    for (size_t i = 0; i < count && i < limit; i++) {
         json_t *record = json_loads(texts[i], 0, NULL);
 
         if (record) {
@@ -192,8 +201,8 @@ static int list_records(enum record_kind kind, struct api_context *api, struct r
     }
     record_list_free(texts, count);
     response->body = json_pack("{s:o, s:O}", "data", data, "nextAfter",
-                               count == limit && last ? json_object_get(last, "id")
-                                                      : json_null());
+                               count > limit && last ? json_object_get(last, "id")
+                                                     : json_null());
     return BH_OK;
 }
 

@@ -23,6 +23,8 @@ unsigned int http_status_for(int status)
         return MHD_HTTP_CONTENT_TOO_LARGE;
     case BH_ERR_UNAUTHORIZED:
         return MHD_HTTP_UNAUTHORIZED;
+    case BH_ERR_UNAVAILABLE:
+        return MHD_HTTP_SERVICE_UNAVAILABLE;
     default:
         return MHD_HTTP_INTERNAL_SERVER_ERROR;
     }

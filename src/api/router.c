@@ -2,31 +2,33 @@
  * The route table. Patterns are matched segment by segment; "{name}" matches one non-empty
  * segment. Every route of the API is listed here and nowhere else.
  */
+#include <stdio.h>
 #include <string.h>
 
 #include "api/api.h"
 
 static const struct route routes[] = {
-    {"GET", "/healthz", handle_health, true},
-    {"GET", "/metrics", handle_metrics, true},
-    {"GET", "/v1/event-types", handle_event_types, false},
-    {"POST", "/v1/integrations", handle_integration_create, false},
-    {"GET", "/v1/integrations", handle_integration_list, false},
-    {"GET", "/v1/integrations/{id}", handle_integration_get, false},
-    {"DELETE", "/v1/integrations/{id}", handle_integration_delete, false},
-    {"GET", "/v1/campaigns", handle_campaign_list, false},
-    {"GET", "/v1/campaigns/{id}", handle_campaign_get, false},
-    {"PUT", "/v1/campaigns/{id}", handle_campaign_put, false},
-    {"POST", "/v1/campaigns/{id}/integrations", handle_mapping_create, false},
-    {"GET", "/v1/campaigns/{id}/integrations", handle_mapping_list, false},
-    {"GET", "/v1/leads", handle_lead_list, false},
-    {"GET", "/v1/leads/{id}", handle_lead_get, false},
-    {"PUT", "/v1/leads/{id}", handle_lead_put, false},
-    {"GET", "/v1/linkedin-accounts", handle_account_list, false},
-    {"GET", "/v1/linkedin-accounts/{id}", handle_account_get, false},
-    {"PUT", "/v1/linkedin-accounts/{id}", handle_account_put, false},
-    {"POST", "/v1/events", handle_event_create, false},
-    {"GET", "/v1/deliveries/{id}", handle_delivery_get, false},
+    {"GET", "/healthz", handle_health, ROUTE_PUBLIC},
+    {"GET", "/metrics", handle_metrics, ROUTE_PUBLIC},
+    {"GET", "/openapi.json", handle_openapi, ROUTE_PUBLIC},
+    {"GET", "/v1/event-types", handle_event_types, 0},
+    {"POST", "/v1/integrations", handle_integration_create, 0},
+    {"GET", "/v1/integrations", handle_integration_list, 0},
+    {"GET", "/v1/integrations/{id}", handle_integration_get, 0},
+    {"DELETE", "/v1/integrations/{id}", handle_integration_delete, 0},
+    {"GET", "/v1/campaigns", handle_campaign_list, 0},
+    {"GET", "/v1/campaigns/{id}", handle_campaign_get, 0},
+    {"PUT", "/v1/campaigns/{id}", handle_campaign_put, 0},
+    {"POST", "/v1/campaigns/{id}/integrations", handle_mapping_create, 0},
+    {"GET", "/v1/campaigns/{id}/integrations", handle_mapping_list, 0},
+    {"GET", "/v1/leads", handle_lead_list, 0},
+    {"GET", "/v1/leads/{id}", handle_lead_get, 0},
+    {"PUT", "/v1/leads/{id}", handle_lead_put, 0},
+    {"GET", "/v1/linkedin-accounts", handle_account_list, 0},
+    {"GET", "/v1/linkedin-accounts/{id}", handle_account_get, 0},
+    {"PUT", "/v1/linkedin-accounts/{id}", handle_account_put, 0},
+    {"POST", "/v1/events", handle_event_create, ROUTE_UNLOCKED},
+    {"GET", "/v1/deliveries/{id}", handle_delivery_get, 0},
 };
 
 /* Matches one pattern; fills params only on a match. */
@@ -82,4 +84,24 @@ const struct route *router_match(const char *method, const char *path,
             return &routes[i];
     }
     return NULL;
+}
+
+void router_allowed_methods(const char *path, char *out, size_t size)
+{
+    char params[ROUTE_PARAMS_MAX][ROUTE_PARAM_MAX + 1];
+    size_t used = 0;
+
+    out[0] = '\0';
+    for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
+        if (!match_pattern(routes[i].pattern, path, params))
+            continue;
+        used += (size_t)snprintf(out + used, size > used ? size - used : 0, "%s%s",
+                                 used ? ", " : "", routes[i].method);
+    }
+}
+
+const struct route *router_routes(size_t *count)
+{
+    *count = sizeof(routes) / sizeof(routes[0]);
+    return routes;
 }

@@ -14,11 +14,19 @@
 #include <string.h>
 #include <strings.h>
 
+#include "api/ingest.h"
 #include "core/clock.h"
 #include "core/ids.h"
 #include "util/alloc.h"
 #include "util/buf.h"
 #include "util/log.h"
+
+/*
+ * Memory for one connection's request line and headers. Bodies are collected in a buffer of
+ * our own, so this bounds only the headers. libmicrohttpd clears the whole pool for every
+ * request, so a larger pool costs time on each one.
+ */
+#define CONNECTION_MEMORY_LIMIT ((size_t)16 * 1024)
 
 struct api_server {
     struct MHD_Daemon *daemon;
@@ -31,7 +39,60 @@ struct pending_request {
     struct buf body;
     bool too_large;
     int64_t started_ms;
+    struct ingest_job *job; /* queued to the committer; the connection is suspended */
 };
+
+/*
+ * Recently authenticated keys, so that a request does not need a store query and the store
+ * lock before its real work. Entries expire after AUTH_CACHE_TTL_MS; no endpoint deletes
+ * keys today, and the expiry bounds how long a deleted key would keep working.
+ */
+#define AUTH_CACHE_SLOTS 64
+#define AUTH_CACHE_TTL_MS 30000
+
+struct auth_entry {
+    char key_hash[SHA256_HEX_LEN + 1];
+    struct user user;
+    int64_t expires_ms;
+};
+
+static struct auth_entry auth_cache[AUTH_CACHE_SLOTS];
+static pthread_mutex_t auth_cache_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static struct auth_entry *auth_slot(const char *key_hash)
+{
+    unsigned int spread = 0;
+
+    /* SHA-256 output is uniformly distributed, so any of its bytes picks a slot well. */
+    for (int i = 0; i < 4; i++)
+        spread = spread * 31u + (unsigned char)key_hash[i];
+    return &auth_cache[spread % AUTH_CACHE_SLOTS];
+}
+
+static bool auth_cache_find(const char *key_hash, struct user *user)
+{
+    struct auth_entry *entry = auth_slot(key_hash);
+    bool found;
+
+    pthread_mutex_lock(&auth_cache_lock);
+    found = entry->expires_ms > clock_monotonic_ms() &&
+            strcmp(entry->key_hash, key_hash) == 0;
+    if (found)
+        *user = entry->user;
+    pthread_mutex_unlock(&auth_cache_lock);
+    return found;
+}
+
+static void auth_cache_put(const char *key_hash, const struct user *user)
+{
+    struct auth_entry *entry = auth_slot(key_hash);
+
+    pthread_mutex_lock(&auth_cache_lock);
+    memcpy(entry->key_hash, key_hash, sizeof(entry->key_hash));
+    entry->user = *user;
+    entry->expires_ms = clock_monotonic_ms() + AUTH_CACHE_TTL_MS;
+    pthread_mutex_unlock(&auth_cache_lock);
+}
 
 static int authenticate(struct api_context *api, struct request *request, struct bh_error *err)
 {
@@ -41,11 +102,17 @@ static int authenticate(struct api_context *api, struct request *request, struct
 
     header = MHD_lookup_connection_value(request->connection, MHD_HEADER_KIND,
                                          MHD_HTTP_HEADER_AUTHORIZATION);
-    if (!header || strncasecmp(header, "Bearer ", 7) != 0 || header[7] == '\0')
+    if (!header)
         return bh_error_set(err, BH_ERR_UNAUTHORIZED, "",
                             "missing API key; send the header Authorization: Bearer <API key>");
+    if (strncasecmp(header, "Bearer ", 7) != 0 || header[7] == '\0')
+        return bh_error_set(err, BH_ERR_UNAUTHORIZED, "",
+                            "the Authorization header must read \"Bearer <API key>\"");
 
     api_key_hash(header + 7, key_hash);
+    if (auth_cache_find(key_hash, &request->user))
+        return BH_OK;
+
     pthread_mutex_lock(&api->store_lock);
     result = store_user_by_key(api->store, key_hash, &request->user, err);
     pthread_mutex_unlock(&api->store_lock);
@@ -53,6 +120,8 @@ static int authenticate(struct api_context *api, struct request *request, struct
         return bh_error_set(err, BH_ERR_UNAUTHORIZED, "",
                             "invalid API key; use a key printed by 'bearhook user create' or "
                             "written at first start");
+    if (result == BH_OK)
+        auth_cache_put(key_hash, &request->user);
     return result;
 }
 
@@ -81,7 +150,31 @@ static enum MHD_Result send_response(struct request *request, int result,
     return sent;
 }
 
-static enum MHD_Result dispatch(struct api_context *api, struct request *request)
+/* Sends 405 with the Allow header that RFC 9110 requires. */
+static enum MHD_Result reject_method(struct request *request)
+{
+    struct MHD_Response *response;
+    enum MHD_Result result;
+    char allowed[64];
+    char *text;
+    json_t *body;
+
+    router_allowed_methods(request->path, allowed, sizeof(allowed));
+    body = json_pack("{s:{s:s, s:s+++, s:n}}", "error", "code", "method_not_allowed", "message",
+                     "method ", request->method, " is not allowed here; use ", allowed, "field");
+    text = json_dumps(body, JSON_COMPACT);
+    json_decref(body);
+    response = MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
+    MHD_add_response_header(response, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    MHD_add_response_header(response, MHD_HTTP_HEADER_ALLOW, allowed);
+    result = MHD_queue_response(request->connection, MHD_HTTP_METHOD_NOT_ALLOWED, response);
+    MHD_destroy_response(response);
+    log_info("api", "%s %s status=405", request->method, request->path);
+    return result;
+}
+
+static enum MHD_Result dispatch(struct api_context *api, struct request *request,
+                                struct pending_request *pending)
 {
     struct response response = {MHD_HTTP_OK, NULL, NULL, NULL};
     struct bh_error err;
@@ -91,38 +184,45 @@ static enum MHD_Result dispatch(struct api_context *api, struct request *request
 
     bh_error_clear(&err);
     route = router_match(request->method, request->path, request->params, &path_matched);
+    if (!route && path_matched)
+        return reject_method(request);
     if (!route) {
-        if (path_matched)
-            bh_error_set(&err, BH_ERR_INVALID, "", "method %s is not allowed on %s",
-                         request->method, request->path);
-        else
-            bh_error_set(&err, BH_ERR_NOT_FOUND, "", "no such endpoint: %s %s", request->method,
-                         request->path);
-        if (path_matched) {
-            json_t *body = json_pack("{s:{s:s, s:s, s:n}}", "error", "code",
-                                     "method_not_allowed", "message", err.message, "field");
-            enum MHD_Result sent = respond_json(request->connection,
-                                                MHD_HTTP_METHOD_NOT_ALLOWED, body);
-            json_decref(body);
-            return sent;
-        }
-        return respond_error(request->connection, &err);
+        bh_error_set(&err, BH_ERR_NOT_FOUND, "", "no such endpoint: %s %.200s", request->method,
+                     request->path);
+        return send_response(request, err.status, &response, &err);
     }
 
-    if (!route->public_route) {
+    if (!(route->flags & ROUTE_PUBLIC)) {
         result = authenticate(api, request, &err);
         if (result != BH_OK)
             return send_response(request, result, &response, &err);
     }
 
-    if (route->public_route) {
+    if (route->flags & (ROUTE_PUBLIC | ROUTE_UNLOCKED)) {
         result = route->handler(api, request, &response, &err);
     } else {
         pthread_mutex_lock(&api->store_lock);
         result = route->handler(api, request, &response, &err);
         pthread_mutex_unlock(&api->store_lock);
     }
+    if (result == BH_PENDING) {
+        /* Suspend before queueing, so the committer cannot resume a running connection. */
+        pending->job = request->job;
+        MHD_suspend_connection(request->connection);
+        ingest_submit(api->ingest, pending->job);
+        return MHD_YES;
+    }
     return send_response(request, result, &response, &err);
+}
+
+/* Sends the response of a request whose queued job the committer finished. */
+static enum MHD_Result send_job_response(struct request *request, struct ingest_job *job)
+{
+    struct response response = {MHD_HTTP_ACCEPTED, job->answer, NULL, NULL};
+
+    request->user = job->user;
+    job->answer = NULL;
+    return send_response(request, job->result, &response, &job->err);
 }
 
 static enum MHD_Result reject_too_large(struct api_context *api, struct MHD_Connection *connection)
@@ -188,7 +288,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *connection, 
     request.body = pending->body.data ? pending->body.data : "";
     request.body_len = pending->body.len;
     request.started_ms = pending->started_ms;
-    return dispatch(api, &request);
+    if (pending->job)
+        return send_job_response(&request, pending->job);
+    return dispatch(api, &request, pending);
 }
 
 static void on_completed(void *cls, struct MHD_Connection *connection, void **slot,
@@ -199,6 +301,7 @@ static void on_completed(void *cls, struct MHD_Connection *connection, void **sl
     if (!pending)
         return;
     buf_release(&pending->body);
+    ingest_job_free(pending->job);
     free(pending);
     *slot = NULL;
 }
@@ -218,7 +321,8 @@ struct api_server *api_server_start(struct api_context *api, const char *address
     struct sockaddr_storage bind_addr;
     socklen_t bind_len;
     const union MHD_DaemonInfo *info;
-    unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG;
+    unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG |
+                         MHD_ALLOW_SUSPEND_RESUME;
 
     memset(&bind_addr, 0, sizeof(bind_addr));
     if (inet_pton(AF_INET, address, &((struct sockaddr_in *)&bind_addr)->sin_addr) == 1) {
@@ -250,7 +354,7 @@ struct api_server *api_server_start(struct api_context *api, const char *address
         flags, (uint16_t)port, NULL, NULL, on_request, server, MHD_OPTION_EXTERNAL_LOGGER,
         log_mhd_error, NULL, MHD_OPTION_SOCK_ADDR, &bind_addr, MHD_OPTION_THREAD_POOL_SIZE,
         threads, MHD_OPTION_NOTIFY_COMPLETED, on_completed, server, MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned int)60, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64 * 1024),
+        (unsigned int)60, MHD_OPTION_CONNECTION_MEMORY_LIMIT, CONNECTION_MEMORY_LIMIT,
         MHD_OPTION_END);
     if (!server->daemon) {
         free(server);
@@ -268,6 +372,12 @@ struct api_server *api_server_start(struct api_context *api, const char *address
 int api_server_port(const struct api_server *server)
 {
     return server->port;
+}
+
+void api_server_quiesce(struct api_server *server)
+{
+    if (server)
+        MHD_quiesce_daemon(server->daemon);
 }
 
 void api_server_stop(struct api_server *server)

@@ -15,6 +15,8 @@ struct api_server *api_server_start(struct api_context *api, const char *address
                                     unsigned int threads, struct bh_error *err);
 /* Returns the port the server listens on. */
 int api_server_port(const struct api_server *server);
+/* Stops accepting new connections; requests on open connections are still served. */
+void api_server_quiesce(struct api_server *server);
 void api_server_stop(struct api_server *server);
 
 #endif

@@ -61,6 +61,7 @@ struct listen_settings {
     long long delay_ms;
     bool quiet;
     long long max_body_bytes;
+    char *save_dir; /* empty: bodies are not saved */
 };
 
 static const struct option_spec listen_options[] = {
@@ -78,13 +79,15 @@ static const struct option_spec listen_options[] = {
      "Print only the start line and, on exit, the summary"},
     {"max-body-bytes", OPTION_INT, offsetof(struct listen_settings, max_body_bytes), "1048576", 1,
      67108864, "bytes", "Largest request body accepted; larger bodies get a 413 response"},
+    {"save-dir", OPTION_STRING, offsetof(struct listen_settings, save_dir), NULL, 0, 0, NULL,
+     "Folder to save each raw body in, as NUMBER.body, for 'bearhook verify'"},
 };
 
 #define LISTEN_OPTION_COUNT (sizeof(listen_options) / sizeof(listen_options[0]))
 
 static const char listen_usage[] =
     "Usage: bearhook listen --port PORT [--host ADDRESS] [--secret SECRET] [--status CODE]\n"
-    "                       [--delay-ms N] [--quiet] [--max-body-bytes N]\n"
+    "                       [--delay-ms N] [--quiet] [--max-body-bytes N] [--save-dir DIR]\n"
     "\n"
     "Receives webhooks on a loopback address, prints each request with its headers, its body\n"
     "and whether its X-Bearconnect-Signature matches --secret, and responds with --status.";
@@ -100,6 +103,7 @@ struct listener {
     unsigned int in_progress;    /* requests created and not yet completed */
     unsigned long long received; /* requests responded to with --status */
     unsigned long long valid;    /* of those, requests whose signature matched */
+    unsigned long long saved;    /* bodies written to --save-dir, which numbers the files */
 };
 
 /* One request, created by the URI callback and freed when libmicrohttpd completes it. */
@@ -483,6 +487,33 @@ static void receive_body(const struct listen_settings *settings, struct request 
     buf_append(&req->body, data, size);
 }
 
+/*
+ * Writes the raw body to --save-dir as NUMBER.body and, when block is not NULL, appends a line
+ * naming the file. The printed body is indented, so this file is what 'bearhook verify' needs.
+ */
+static void save_body(struct listener *listener, const struct buf *body, struct buf *block)
+{
+    const char *folder = listener->settings->save_dir;
+    unsigned long long number;
+    char path[4096];
+    FILE *file;
+    bool written;
+
+    pthread_mutex_lock(&listener->lock);
+    number = ++listener->saved;
+    pthread_mutex_unlock(&listener->lock);
+
+    snprintf(path, sizeof(path), "%s/%06llu.body", folder, number);
+    file = fopen(path, "wbx");
+    written = file && fwrite(body->data ? body->data : "", 1, body->len, file) == body->len;
+    if (file && fclose(file) != 0)
+        written = false;
+    if (!written)
+        log_warn(LOG_MODULE, "could not save the raw body to %s: %s", path, strerror(errno));
+    else if (block)
+        buf_appendf(block, "Saved the raw body to %s\n", path);
+}
+
 /* Prints the request's block, waits --delay-ms and responds with --status. */
 static enum MHD_Result respond_to_request(struct listener *listener,
                                           struct MHD_Connection *connection, const char *method,
@@ -508,8 +539,11 @@ static enum MHD_Result respond_to_request(struct listener *listener,
         append_body(&block, req->body.data, req->body.len);
         buf_append_str(&block, "\n");
         append_verdict(&block, verdict, expected);
-        buf_append_str(&block, "\n");
     }
+    if (settings->save_dir[0])
+        save_body(listener, &req->body, settings->quiet ? NULL : &block);
+    if (!settings->quiet)
+        buf_append_str(&block, "\n");
 
     pthread_mutex_lock(&listener->lock);
     listener->received++;
@@ -642,6 +676,13 @@ static void listener_release(struct listener *listener)
     pthread_mutex_destroy(&listener->lock);
 }
 
+static uint16_t address_port(const struct loopback_address *address)
+{
+    if (address->addr.ss_family == AF_INET6)
+        return ntohs(((const struct sockaddr_in6 *)&address->addr)->sin6_port);
+    return ntohs(((const struct sockaddr_in *)&address->addr)->sin_port);
+}
+
 static struct MHD_Daemon *start_daemon(struct listener *listener,
                                        const struct loopback_address *address)
 {
@@ -651,12 +692,13 @@ static struct MHD_Daemon *start_daemon(struct listener *listener,
 
     if (address->addr.ss_family == AF_INET6)
         flags |= MHD_USE_IPv6;
-    /* The port argument is ignored because MHD_OPTION_SOCK_ADDR carries it. */
-    return MHD_start_daemon(
-        flags, 0, NULL, NULL, handle_request, listener, MHD_OPTION_EXTERNAL_LOGGER, log_mhd, NULL,
-        MHD_OPTION_SOCK_ADDR, (const struct sockaddr *)&address->addr, MHD_OPTION_URI_LOG_CALLBACK,
-        create_request, listener, MHD_OPTION_NOTIFY_COMPLETED, free_request, listener,
-        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)IDLE_TIMEOUT_SECONDS, MHD_OPTION_END);
+    /* MHD_OPTION_SOCK_ADDR decides the port; the argument only appears in error messages. */
+    return MHD_start_daemon(flags, address_port(address), NULL, NULL, handle_request, listener,
+                            MHD_OPTION_EXTERNAL_LOGGER, log_mhd, NULL, MHD_OPTION_SOCK_ADDR,
+                            (const struct sockaddr *)&address->addr, MHD_OPTION_URI_LOG_CALLBACK,
+                            create_request, listener, MHD_OPTION_NOTIFY_COMPLETED, free_request,
+                            listener, MHD_OPTION_CONNECTION_TIMEOUT,
+                            (unsigned int)IDLE_TIMEOUT_SECONDS, MHD_OPTION_END);
 }
 
 /* Waits for SIGINT or SIGTERM, which the caller blocked in every thread. */

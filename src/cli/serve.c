@@ -1,11 +1,12 @@
 /*
  * bearhook serve: the REST API and the dispatcher in one process.
  *
- * Start-up order: options, store (migrations), first user, target policy, dispatcher, HTTP
- * server; then wait for SIGINT or SIGTERM and stop in reverse order. With SQLite, one
- * dispatcher at a time may use a database file: it holds an exclusive lock on
- * "<database>.dispatcher.lock", and because no other dispatcher can hold a lease, it ends every
- * lease at start, so work that a killed process had claimed is sent again at once.
+ * Start-up order: options, target policy, store (migrations), dispatcher, ingest, HTTP server,
+ * and the first user once the port is bound; then wait for SIGINT or SIGTERM and stop in
+ * reverse order. With SQLite, one dispatcher at a time may use a database file: it holds an
+ * exclusive lock on "<database>.dispatcher.lock", and because no other dispatcher can hold a
+ * lease, it ends every lease at start, so work that a killed process had claimed is sent again
+ * at once.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -18,6 +19,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "api/ingest.h"
 #include "api/server.h"
 #include "cli/commands.h"
 #include "cli/config.h"
@@ -36,6 +38,7 @@ struct serve_settings {
     char *allow_networks;
     char *tls_ca_file;
     long long max_in_flight;
+    long long max_in_flight_per_endpoint;
     long long retry_base_ms;
     long long retry_max_ms;
     long long retry_after_max_ms;
@@ -66,6 +69,10 @@ static const struct option_spec serve_options[] = {
      "CA certificates to trust for HTTPS targets instead of the system's."},
     {"max-in-flight", OPTION_INT, FIELD(max_in_flight), "256", 1, 10000, "attempts",
      "Delivery attempts running at once."},
+    {"max-in-flight-per-endpoint", OPTION_INT, FIELD(max_in_flight_per_endpoint), "64", 1, 10000,
+     "attempts",
+     "Delivery attempts running at once to one integration, so a slow endpoint cannot take "
+     "every slot."},
     {"retry-base-ms", OPTION_INT, FIELD(retry_base_ms), "30000", 1, 3600000, "ms",
      "Wait after the first failed attempt; each later wait is 4 times longer."},
     {"retry-max-ms", OPTION_INT, FIELD(retry_max_ms), "14400000", 1, 86400000, "ms",
@@ -177,14 +184,11 @@ static int run(struct serve_settings *settings, struct bh_error *err)
     api.targets = &policy;
     api.max_body_bytes = (size_t)settings->max_request_bytes;
 
-    result = setup_first_user(api.store, settings->db, err);
-    if (result != BH_OK)
-        goto release;
-
     if (run_worker) {
         struct dispatcher_options options = {
             .store_location = settings->db,
             .max_in_flight = (int)settings->max_in_flight,
+            .max_in_flight_per_endpoint = (int)settings->max_in_flight_per_endpoint,
             .retry = {settings->retry_base_ms, settings->retry_max_ms,
                       settings->retry_after_max_ms},
             .targets = &policy,
@@ -206,14 +210,26 @@ static int run(struct serve_settings *settings, struct bh_error *err)
     }
 
     if (run_api) {
+        api.ingest = ingest_start(settings->db, dispatcher, err);
+        if (!api.ingest) {
+            result = err->status;
+            goto release;
+        }
         server = api_server_start(&api, settings->listen, (int)settings->port,
                                   (unsigned int)settings->api_threads, err);
         if (!server) {
             result = err->status;
             goto release;
         }
-        log_info("serve", "listening on http://%s:%d/ role=%s db=%s", settings->listen,
-                 api_server_port(server), settings->role, settings->db);
+        /* After the port is bound, so a failed start does not print a key for nothing. */
+        result = setup_first_user(api.store, settings->db, err);
+        if (result != BH_OK)
+            goto release;
+        log_info("serve", "listening on http://%s:%d/ role=%s db=%s allow_http=%s "
+                 "allow_networks=%s",
+                 settings->listen, api_server_port(server), settings->role, settings->db,
+                 settings->allow_http ? "true" : "false",
+                 settings->allow_networks[0] ? settings->allow_networks : "none");
     } else {
         log_info("serve", "delivering role=%s db=%s", settings->role, settings->db);
     }
@@ -221,6 +237,9 @@ static int run(struct serve_settings *settings, struct bh_error *err)
     wait_for_signal();
 
 release:
+    /* Queued events are committed and answered before the connections close. */
+    api_server_quiesce(server);
+    ingest_stop(api.ingest);
     api_server_stop(server);
     if (dispatcher)
         dispatcher_stop(dispatcher);

@@ -47,7 +47,8 @@ static const char verify_usage[] =
     "\n"
     "Checks that HEX is the signature of FILE's bytes with SECRET, and explains the most likely\n"
     "reason when it is not. FILE is the raw request body; \"-\" reads standard input.\n"
-    "Exits 0 when the signature is valid, 1 when it is not, 2 on a usage error.";
+    "Exits 0 when the signature is valid, 1 when it is not, and 2 on a usage error or when\n"
+    "FILE cannot be read.";
 
 /* Prefixes that other webhook providers put before their digests. */
 static const char *const foreign_prefixes[] = {"sha256=", "v1,"};
@@ -83,13 +84,13 @@ static int read_body(const char *path, struct buf *out)
     FILE *file = stdin;
     char chunk[65536];
     size_t count;
-    int status = 1;
+    int status = EXIT_USAGE;
 
     if (strcmp(path, "-") != 0) {
         file = fopen(path, "rb");
         if (!file) {
             fprintf(stderr, "bearhook verify: cannot open %s: %s\n", path, strerror(errno));
-            return 1;
+            return EXIT_USAGE;
         }
     }
 

@@ -25,6 +25,8 @@ const char *bh_status_name(int status)
         return "store_error";
     case BH_ERR_IO:
         return "io_error";
+    case BH_ERR_UNAVAILABLE:
+        return "unavailable";
     default:
         return "internal_error";
     }

@@ -19,6 +19,7 @@ enum bh_status {
     BH_ERR_STORE = -7, /* the database failed */
     BH_ERR_IO = -8,    /* a file or socket operation failed */
     BH_ERR_INTERNAL = -9,
+    BH_ERR_UNAVAILABLE = -10, /* the server is stopping or overloaded; try again */
 };
 
 struct bh_error {

@@ -1,5 +1,7 @@
 #include "core/payload.h"
 
+#include <stdlib.h>
+
 #include "core/clock.h"
 #include "util/buf.h"
 
@@ -9,81 +11,90 @@ static int append_to_buf(const char *bytes, size_t size, void *data)
     return 0;
 }
 
-/* Sets key to a copy of the string; returns -1 when text is NULL or not valid UTF-8. */
-static int set_string(json_t *object, const char *key, const char *text)
+/* Appends text as a JSON string; -1 when it is NULL or not valid UTF-8. */
+static int append_string(struct buf *out, const char *text)
 {
-    if (!text)
+    json_t *value = text ? json_string(text) : NULL;
+    int result;
+
+    if (!value)
         return -1;
-    return json_object_set_new(object, key, json_string(text));
+    result = json_dump_callback(value, append_to_buf, out, JSON_ENCODE_ANY | JSON_COMPACT);
+    json_decref(value);
+    return result;
 }
 
-/* Sets key to a deep copy of the record, so the payload never shares the caller's objects. */
-static int set_record(json_t *object, const char *key, const json_t *record)
+/* Appends "key": and the record, as text when given; -1 when it is not an object. */
+static int append_record(struct buf *out, const char *key, const json_t *record,
+                         const char *text)
 {
     if (!json_is_object(record))
         return -1;
-    return json_object_set_new(object, key, json_deep_copy(record));
+    buf_appendf(out, "\"%s\":", key);
+    if (text) {
+        buf_append_str(out, text);
+        return 0;
+    }
+    /* Compact, in insertion order, and without JSON_ENSURE_ASCII so UTF-8 stays raw bytes. */
+    return json_dump_callback(record, append_to_buf, out, JSON_COMPACT);
 }
 
-static json_t *build_data(const struct payload_input *input)
+char *payload_prefix_build(const struct payload_input *input, size_t *len)
 {
-    json_t *data = json_object();
+    char timestamp[ISO8601_MS_LEN + 1];
+    struct buf body = BUF_INIT;
     int failed = 0;
 
-    failed |= set_record(data, "lead", input->lead);
-    if (input->campaign)
-        failed |= set_record(data, "campaign", input->campaign);
-    if (input->linkedin_account)
-        failed |= set_record(data, "linkedInAccount", input->linkedin_account);
+    clock_format_iso8601(input->timestamp_ms, timestamp);
+    buf_append_str(&body, "{\"event\":");
+    failed |= append_string(&body, input->event);
+    buf_appendf(&body, ",\"timestamp\":\"%s\",\"data\":{", timestamp);
+    failed |= append_record(&body, "lead", input->lead, input->lead_text);
+    if (input->campaign) {
+        buf_append_str(&body, ",");
+        failed |= append_record(&body, "campaign", input->campaign, input->campaign_text);
+    }
+    if (input->linkedin_account) {
+        buf_append_str(&body, ",");
+        failed |= append_record(&body, "linkedInAccount", input->linkedin_account,
+                                input->linkedin_account_text);
+    }
+    buf_append_str(&body, "},\"metadata\":{\"eventId\":");
+    failed |= append_string(&body, input->event_id);
+    buf_append_str(&body, ",\"userId\":");
+    failed |= append_string(&body, input->user_id);
+    buf_append_str(&body, ",\"integrationId\":");
 
     if (failed) {
-        json_decref(data);
+        buf_release(&body);
         return NULL;
     }
-    return data;
+    return buf_detach(&body, len);
 }
 
-static json_t *build_metadata(const struct payload_input *input)
+char *payload_finish(const char *prefix, size_t prefix_len, const char *integration_id,
+                     size_t *len)
 {
-    json_t *metadata = json_object();
-    int failed = 0;
+    struct buf body = BUF_INIT;
 
-    failed |= set_string(metadata, "eventId", input->event_id);
-    failed |= set_string(metadata, "userId", input->user_id);
-    failed |= set_string(metadata, "integrationId", input->integration_id);
-
-    if (failed) {
-        json_decref(metadata);
+    buf_append(&body, prefix, prefix_len);
+    if (append_string(&body, integration_id) != 0) {
+        buf_release(&body);
         return NULL;
     }
-    return metadata;
+    buf_append_str(&body, "}}");
+    return buf_detach(&body, len);
 }
 
 char *payload_build(const struct payload_input *input, size_t *len)
 {
-    char timestamp[ISO8601_MS_LEN + 1];
-    struct buf body = BUF_INIT;
-    json_t *root = json_object();
-    char *result = NULL;
-    int failed = 0;
+    size_t prefix_len = 0;
+    char *prefix = payload_prefix_build(input, &prefix_len);
+    char *body;
 
-    /* json_object_set_new takes the reference even when it fails, so NULL parts leak nothing. */
-    clock_format_iso8601(input->timestamp_ms, timestamp);
-    failed |= set_string(root, "event", input->event);
-    failed |= set_string(root, "timestamp", timestamp);
-    failed |= json_object_set_new(root, "data", build_data(input));
-    failed |= json_object_set_new(root, "metadata", build_metadata(input));
-    if (failed)
-        goto release_root;
-
-    /* Compact, in insertion order, and without JSON_ENSURE_ASCII so UTF-8 stays as raw bytes. */
-    if (json_dump_callback(root, append_to_buf, &body, JSON_COMPACT) != 0) {
-        buf_release(&body);
-        goto release_root;
-    }
-    result = buf_detach(&body, len);
-
-release_root:
-    json_decref(root);
-    return result;
+    if (!prefix)
+        return NULL;
+    body = payload_finish(prefix, prefix_len, input->integration_id, len);
+    free(prefix);
+    return body;
 }

@@ -1,15 +1,23 @@
 /*
- * The dispatcher: one thread that claims due deliveries and runs their attempts concurrently
- * on the libcurl multi interface, with keep-alive connection reuse.
+ * The dispatcher: a transfer thread that runs attempts concurrently on the libcurl multi
+ * interface, with keep-alive connection reuse, and a store thread that claims due deliveries
+ * and records the attempts.
  *
  * Each attempt sends the stored body byte for byte, signs it with the integration's current
  * secret and a fresh timestamp, and ends within the integration's timeoutMs. Redirects are
  * not followed. Any 2xx is a success; anything else is retried on the retry schedule until
  * 1 + maxRetries attempts have failed.
  *
- * The dispatcher opens its own store connection. dispatcher_notify may be called from any
- * thread to say that new work was committed. dispatcher_stop stops claiming, abandons
- * attempts in flight (their leases expire and the work is claimed again) and joins.
+ * No integration runs more than max_in_flight_per_endpoint attempts at once, so a receiver
+ * that hangs until its timeout keeps at most that many attempts waiting, and the other
+ * integrations keep the remaining slots. Finished attempts are recorded in batches, one
+ * transaction each, and a slot frees only once its attempt is recorded. A crash therefore
+ * resends at most max_in_flight attempts.
+ *
+ * The store thread opens its own store connection, whose commits skip the disk sync (see
+ * store_set_sync_commits). dispatcher_notify may be called from any thread to say that new
+ * work was committed. dispatcher_stop stops claiming, records the attempts that finished,
+ * abandons attempts in flight (their leases expire and the work is claimed again) and joins.
  *
  * Calling order: dispatcher_start, any number of dispatcher_notify from any thread, then one
  * dispatcher_stop, after which no thread may call dispatcher_notify on it.
@@ -25,7 +33,8 @@
 
 struct dispatcher_options {
     const char *store_location;
-    int max_in_flight;                   /* attempts running at once, at least 1 */
+    int max_in_flight;              /* attempts running at once, at least 1 */
+    int max_in_flight_per_endpoint; /* per integration; 0 means max_in_flight */
     struct retry_policy retry;
     const struct target_policy *targets; /* required; must outlive the dispatcher */
     const char *ca_file;                 /* extra CA bundle for HTTPS targets, or NULL */
@@ -35,13 +44,13 @@ struct dispatcher_options {
 struct dispatcher;
 
 /*
- * Opens a store connection at options->store_location and starts the dispatcher thread.
+ * Opens a store connection at options->store_location and starts the dispatcher's threads.
  * The strings in options are copied. Returns NULL and fills err with BH_ERR_INVALID for
- * max_in_flight < 1 or no target policy, with the store's error when the store does not
- * open, and with BH_ERR_INTERNAL when libcurl or the thread cannot be started.
+ * max_in_flight < 1, max_in_flight_per_endpoint < 0 or no target policy, with the store's error
+ * when the store does not open, and with BH_ERR_INTERNAL when libcurl or a thread cannot be
+ * started.
  */
-struct dispatcher *dispatcher_start(const struct dispatcher_options *options,
-                                    struct bh_error *err);
+struct dispatcher *dispatcher_start(const struct dispatcher_options *options, struct bh_error *err);
 /* Wakes the dispatcher to claim due deliveries at once; safe from any thread. */
 void dispatcher_notify(struct dispatcher *dispatcher);
 /* Stops and frees the dispatcher; NULL is ignored. */

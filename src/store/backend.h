@@ -61,9 +61,15 @@ struct store_ops {
     int (*delivery_claim)(struct store *store, const char *owner, int64_t now_ms, int64_t lease_ms,
                           size_t limit, struct delivery_job **jobs, size_t *count,
                           struct bh_error *err);
+    int (*delivery_claim_capped)(struct store *store, const struct claim_request *request,
+                                 char cursor[ID_LEN + 1], struct delivery_job **jobs, size_t *count,
+                                 struct bh_error *err);
     int (*delivery_next_due)(struct store *store, int64_t *due_ms, struct bh_error *err);
     int (*delivery_finish)(struct store *store, const struct attempt_outcome *outcome,
                            struct bh_error *err);
+    int (*delivery_finish_batch)(struct store *store, const struct attempt_outcome *outcomes,
+                                 size_t count, int *results, struct bh_error *err);
+    int (*set_sync_commits)(struct store *store, bool sync, struct bh_error *err);
     int (*release_all_leases)(struct store *store, struct bh_error *err);
 };
 

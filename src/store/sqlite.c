@@ -131,6 +131,18 @@ static const char *const migrations[] = {
     "  response_excerpt BLOB,"
     "  PRIMARY KEY (delivery_id, number)"
     ") WITHOUT ROWID;",
+
+    /*
+     * 2: claims without scans. A leased delivery leaves deliveries_ready_by_integration, so a
+     * claim reads only claimable rows, one integration at a time. deliveries_leased finds
+     * expired leases.
+     */
+    "DROP INDEX deliveries_due;"
+    "CREATE INDEX deliveries_ready_by_integration "
+    "  ON deliveries(integration_id, next_attempt_ms, id) "
+    "  WHERE state = 'pending' AND lease_until_ms IS NULL;"
+    "CREATE INDEX deliveries_leased ON deliveries(lease_until_ms, next_attempt_ms) "
+    "  WHERE state = 'pending' AND lease_until_ms IS NOT NULL;",
 };
 
 #define MIGRATION_COUNT ((int)(sizeof(migrations) / sizeof(migrations[0])))
@@ -139,6 +151,9 @@ static const char *const migrations[] = {
     "id, user_id, name, url, provider, signing, secret, events, headers, max_retries, "            \
     "timeout_ms, created_ms, updated_ms, status, delivered, failed, last_delivery_ms, "            \
     "last_error, last_error_ms"
+
+/* The columns of a claimed delivery that append_job reads, in its order. */
+#define JOB_COLUMNS "id, event_id, integration_id, user_id, body, attempts"
 
 #define DELIVERY_COLUMNS                                                                           \
     "id, event_id, integration_id, user_id, event_type, body, state, attempts, "                   \
@@ -169,10 +184,15 @@ enum statement_id {
     STMT_DELIVERY_INSERT,
     STMT_DELIVERY_GET,
     STMT_ATTEMPT_LIST,
-    STMT_CLAIM_SELECT,
+    STMT_CLAIM_EXPIRED,
+    STMT_CLAIM_NEXT_INTEGRATION,
+    STMT_CLAIM_READY,
+    STMT_CLAIM_INTEGRATION,
     STMT_CLAIM_LEASE,
+    STMT_CLAIM_LEASE_READY,
     STMT_NEXT_DUE,
     STMT_FINISH_DELIVERY,
+    STMT_FINISH_READ,
     STMT_FINISH_ATTEMPT,
     STMT_FINISH_STATISTICS,
     STMT_RELEASE_LEASES,
@@ -257,44 +277,90 @@ static const struct statement_def statement_defs[STMT_COUNT] = {
                            "response_excerpt FROM attempts WHERE delivery_id = ?1 "
                            "ORDER BY number",
                            "list attempts"},
-    /* The literal state = 'pending' lets the planner use the partial index deliveries_due. */
-    [STMT_CLAIM_SELECT] = {"SELECT d.id, d.event_id, d.integration_id, d.user_id, d.body, "
-                           "d.attempts, i.url, i.signing, i.secret, i.headers, i.timeout_ms, "
-                           "i.max_retries FROM deliveries d "
-                           "JOIN integrations i ON i.id = d.integration_id "
-                           "WHERE d.state = 'pending' AND d.next_attempt_ms <= ?1 "
-                           "AND (d.lease_until_ms IS NULL OR d.lease_until_ms < ?1) "
-                           "ORDER BY d.next_attempt_ms, d.id LIMIT ?2",
-                           "select due deliveries"},
+    /*
+     * The literal terms state = 'pending' and lease_until_ms IS [NOT] NULL let the planner use
+     * the partial indexes of migration 2; rowid and integration_id come from the index alone.
+     */
+    [STMT_CLAIM_EXPIRED] = {"SELECT rowid, " JOB_COLUMNS " FROM deliveries "
+                            "WHERE state = 'pending' AND lease_until_ms IS NOT NULL "
+                            "AND lease_until_ms < ?1 AND next_attempt_ms <= ?1 "
+                            "ORDER BY lease_until_ms",
+                            "select deliveries whose lease expired"},
+    [STMT_CLAIM_NEXT_INTEGRATION] = {"SELECT integration_id FROM deliveries "
+                                     "WHERE state = 'pending' AND lease_until_ms IS NULL "
+                                     "AND integration_id > ?1 ORDER BY integration_id LIMIT 1",
+                                     "find the next integration with pending deliveries"},
+    [STMT_CLAIM_READY] = {"SELECT rowid, " JOB_COLUMNS " FROM deliveries "
+                          "WHERE integration_id = ?1 AND state = 'pending' "
+                          "AND lease_until_ms IS NULL AND next_attempt_ms <= ?2 "
+                          "ORDER BY next_attempt_ms, id LIMIT ?3",
+                          "select due deliveries"},
+    [STMT_CLAIM_INTEGRATION] = {"SELECT url, signing, secret, headers, timeout_ms, max_retries "
+                                "FROM integrations WHERE id = ?1",
+                                "read the integration of a claimed delivery"},
     [STMT_CLAIM_LEASE] = {"UPDATE deliveries SET lease_owner = ?1, lease_until_ms = ?2 "
-                          "WHERE id = ?3",
+                          "WHERE rowid = ?3",
                           "lease a delivery"},
-    /* A leased delivery becomes claimable 1 ms after its lease ends. */
-    [STMT_NEXT_DUE] = {"SELECT MIN(MAX(next_attempt_ms, "
-                       "COALESCE(lease_until_ms + 1, next_attempt_ms))) "
-                       "FROM deliveries WHERE state = 'pending'",
+    /* Leases the rows that STMT_CLAIM_READY just returned: the same query and limit. */
+    [STMT_CLAIM_LEASE_READY] = {"UPDATE deliveries SET lease_owner = ?1, lease_until_ms = ?2 "
+                                "WHERE rowid IN (SELECT rowid FROM deliveries "
+                                "WHERE integration_id = ?3 AND state = 'pending' "
+                                "AND lease_until_ms IS NULL AND next_attempt_ms <= ?4 "
+                                "ORDER BY next_attempt_ms, id LIMIT ?5)",
+                                "lease due deliveries"},
+    /*
+     * The earliest unleased due time is the least of each integration's first entry in
+     * deliveries_ready_by_integration, which the recursive part visits one integration at a
+     * time. A leased delivery becomes claimable 1 ms after its lease ends.
+     */
+    [STMT_NEXT_DUE] = {"WITH RECURSIVE ready(integration_id) AS ("
+                       "SELECT (SELECT MIN(integration_id) FROM deliveries "
+                       "WHERE state = 'pending' AND lease_until_ms IS NULL) "
+                       "UNION ALL "
+                       "SELECT (SELECT MIN(integration_id) FROM deliveries "
+                       "WHERE state = 'pending' AND lease_until_ms IS NULL "
+                       "AND integration_id > ready.integration_id) "
+                       "FROM ready WHERE ready.integration_id IS NOT NULL) "
+                       "SELECT MIN(due_ms) FROM ("
+                       "SELECT (SELECT MIN(next_attempt_ms) FROM deliveries "
+                       "WHERE integration_id = ready.integration_id AND state = 'pending' "
+                       "AND lease_until_ms IS NULL) AS due_ms "
+                       "FROM ready WHERE ready.integration_id IS NOT NULL "
+                       "UNION ALL "
+                       "SELECT MIN(MAX(next_attempt_ms, lease_until_ms + 1)) FROM deliveries "
+                       "WHERE state = 'pending' AND lease_until_ms IS NOT NULL)",
                        "find the next due delivery"},
+    /*
+     * ?8 is the outcome's row_ref. A nonzero one finds the row by rowid, and the id check keeps
+     * a wrong one from touching another row. With 0 the row is found by id.
+     */
     [STMT_FINISH_DELIVERY] = {"UPDATE deliveries SET state = ?1, attempts = attempts + 1, "
                               "next_attempt_ms = CASE WHEN ?1 = 'pending' THEN ?2 "
                               "ELSE next_attempt_ms END, "
                               "lease_owner = NULL, lease_until_ms = NULL, "
                               "last_http_status = ?3, last_error = ?4, updated_ms = ?5 "
-                              "WHERE id = ?6 AND lease_owner = ?7 AND state = 'pending' "
-                              "RETURNING attempts, integration_id",
+                              "WHERE rowid = (SELECT CASE WHEN ?8 <> 0 THEN ?8 ELSE "
+                              "(SELECT rowid FROM deliveries WHERE id = ?6) END) "
+                              "AND id = ?6 AND lease_owner = ?7 AND state = 'pending'",
                               "update a delivery"},
+    /* Read after STMT_FINISH_DELIVERY, in place of a RETURNING clause, which costs more. */
+    [STMT_FINISH_READ] = {"SELECT attempts, integration_id FROM deliveries "
+                          "WHERE rowid = (SELECT CASE WHEN ?2 <> 0 THEN ?2 ELSE "
+                          "(SELECT rowid FROM deliveries WHERE id = ?1) END) AND id = ?1",
+                          "read a finished delivery"},
     [STMT_FINISH_ATTEMPT] = {"INSERT INTO attempts (delivery_id, number, started_ms, "
                              "duration_ms, http_status, error, response_excerpt) "
                              "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                              "insert an attempt"},
+    /* ?6 is the status that the batch's last ended delivery sets, or NULL to keep it. */
     [STMT_FINISH_STATISTICS] = {"UPDATE integrations SET "
                                 "last_delivery_ms = MAX(last_delivery_ms, ?1), "
-                                "last_error = CASE WHEN ?2 IS NULL THEN last_error ELSE ?2 END, "
+                                "last_error = COALESCE(?2, last_error), "
                                 "last_error_ms = CASE WHEN ?2 IS NULL THEN last_error_ms "
-                                "ELSE ?1 END, "
-                                "delivered = delivered + ?3, failed = failed + ?4, "
-                                "status = CASE WHEN ?3 <> 0 THEN 'active' "
-                                "WHEN ?4 <> 0 THEN 'error' ELSE status END "
-                                "WHERE id = ?5",
+                                "ELSE ?3 END, "
+                                "delivered = delivered + ?4, failed = failed + ?5, "
+                                "status = COALESCE(?6, status) "
+                                "WHERE id = ?7",
                                 "update integration statistics"},
     [STMT_RELEASE_LEASES] = {"UPDATE deliveries SET lease_owner = NULL, lease_until_ms = NULL "
                              "WHERE lease_owner IS NOT NULL OR lease_until_ms IS NOT NULL",
@@ -622,7 +688,8 @@ static int read_schema_version(sqlite3 *db, int *version, struct bh_error *err)
 /*
  * WAL lets readers run while one connection writes. synchronous=FULL syncs the WAL on every
  * commit, so a committed event and its deliveries survive a power loss, not only a crash of
- * the process. The API acknowledges an event only after its commit.
+ * the process. The API acknowledges an event only after its commit. temp_store=MEMORY keeps
+ * statement and savepoint journals in memory; on disk they cost a write per changed page.
  */
 static int configure(sqlite3 *db, bool in_memory, struct bh_error *err)
 {
@@ -631,7 +698,9 @@ static int configure(sqlite3 *db, bool in_memory, struct bh_error *err)
 
     sqlite3_extended_result_codes(db, 1);
     sqlite3_busy_timeout(db, BUSY_TIMEOUT_MS);
-    status = exec_sql(db, "PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL",
+    status = exec_sql(db,
+                      "PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL; "
+                      "PRAGMA temp_store = MEMORY",
                       "configure the connection", err);
     if (status < 0 || in_memory)
         return status;
@@ -1322,75 +1391,454 @@ static int sqlite_attempt_list(struct store *store, const char *delivery_id, str
 
 /* ---- Claims, leases and outcomes ---- */
 
-/* Reads one row of STMT_CLAIM_SELECT into job. */
-static int read_job(struct query *q, struct delivery_job *job, struct bh_error *err)
+/* The settings of an integration that its jobs carry, read once per integration a claim visits. */
+struct claim_target {
+    bool found;
+    char *url;
+    bool signing;
+    char *secret; /* NULL while signing is off */
+    struct custom_header *headers;
+    size_t header_count;
+    int timeout_ms;
+    int max_retries;
+};
+
+/* A claim in progress: how many jobs each integration holds, and the jobs taken so far. */
+struct claim {
+    struct sqlite_store *s;
+    const struct claim_request *request;
+    struct integration_load *used; /* sorted by id: the caller's loads plus jobs taken here */
+    size_t used_count;
+    size_t used_capacity;
+    struct delivery_job *jobs;
+    size_t count;
+    size_t capacity;
+};
+
+static void claim_target_release(struct claim_target *target)
 {
-    char *headers;
+    free(target->url);
+    free(target->secret);
+    custom_headers_free(target->headers, target->header_count);
+    memset(target, 0, sizeof(*target));
+}
+
+static int read_claim_target(struct sqlite_store *s, const char *integration_id,
+                             struct claim_target *target, struct bh_error *err)
+{
+    struct query q;
+    char *headers = NULL;
     int status;
 
+    memset(target, 0, sizeof(*target));
+    query_start(&q, s, STMT_CLAIM_INTEGRATION);
+    bind_text(&q, integration_id);
+    status = query_step(&q, err);
+    if (status > 0) {
+        target->found = true;
+        target->url = column_text_dup(&q);
+        target->signing = column_int(&q) != 0;
+        target->secret = column_text_dup(&q);
+        headers = column_text_dup(&q);
+        target->timeout_ms = (int)column_int(&q);
+        target->max_retries = (int)column_int(&q);
+        status = 0;
+    }
+    query_end(&q);
+
+    if (status == 0 && !target->signing) {
+        free(target->secret);
+        target->secret = NULL;
+    }
+    if (status == 0)
+        status =
+            read_headers(headers, integration_id, &target->headers, &target->header_count, err);
+    free(headers);
+    if (status < 0)
+        claim_target_release(target);
+    return status;
+}
+
+static struct custom_header *copy_headers(const struct custom_header *headers, size_t count)
+{
+    struct custom_header *copy;
+
+    if (count == 0)
+        return NULL;
+    copy = xcalloc(count, sizeof(*copy));
+    for (size_t i = 0; i < count; i++) {
+        copy[i].name = xstrdup(headers[i].name);
+        copy[i].value = xstrdup(headers[i].value);
+    }
+    return copy;
+}
+
+static int compare_loads(const void *a, const void *b)
+{
+    const struct integration_load *left = a;
+    const struct integration_load *right = b;
+
+    return strcmp(left->integration_id, right->integration_id);
+}
+
+/* Returns the entry of integration_id in claim->used, adding one with no jobs if missing. */
+static struct integration_load *claim_usage(struct claim *claim, const char *integration_id)
+{
+    struct integration_load key;
+    struct integration_load *found;
+    size_t at = 0;
+
+    snprintf(key.integration_id, sizeof(key.integration_id), "%s", integration_id);
+    /* bsearch requires a non-NULL array even when it is empty. */
+    found = claim->used_count == 0 ? NULL
+                                   : bsearch(&key, claim->used, claim->used_count, sizeof(key),
+                                             compare_loads);
+    if (found)
+        return found;
+
+    while (at < claim->used_count && strcmp(claim->used[at].integration_id, integration_id) < 0)
+        at++;
+    claim->used = grow(claim->used, claim->used_count, &claim->used_capacity, sizeof(key));
+    memmove(&claim->used[at + 1], &claim->used[at],
+            (claim->used_count - at) * sizeof(*claim->used));
+    key.claimed = 0;
+    claim->used[at] = key;
+    claim->used_count++;
+    return &claim->used[at];
+}
+
+/* Returns how many more jobs the claim may take for integration_id. */
+static size_t claim_room(struct claim *claim, const char *integration_id)
+{
+    size_t left = claim->request->limit - claim->count;
+    size_t cap = claim->request->per_integration_limit;
+    size_t used;
+
+    if (cap == 0 || left == 0)
+        return left;
+    used = claim_usage(claim, integration_id)->claimed;
+    if (used >= cap)
+        return 0;
+    return cap - used < left ? cap - used : left;
+}
+
+/*
+ * Appends a job read from a row of STMT_CLAIM_READY or STMT_CLAIM_EXPIRED, which start with
+ * the rowid and JOB_COLUMNS, and counts it against its integration. Its integration's
+ * settings are filled in by fill_jobs.
+ */
+static struct delivery_job *append_job(struct claim *claim, struct query *q)
+{
+    struct delivery_job *job;
+
+    claim->jobs = grow(claim->jobs, claim->count, &claim->capacity, sizeof(*claim->jobs));
+    job = &claim->jobs[claim->count++];
     memset(job, 0, sizeof(*job));
+    job->row_ref = column_int(q);
     column_text_copy(q, job->delivery_id, sizeof(job->delivery_id));
     column_text_copy(q, job->event_id, sizeof(job->event_id));
     column_text_copy(q, job->integration_id, sizeof(job->integration_id));
     column_text_copy(q, job->user_id, sizeof(job->user_id));
     job->body = column_blob_dup(q, &job->body_len);
     job->attempts_before = (int)column_int(q);
-    job->url = column_text_dup(q);
-    job->signing = column_int(q) != 0;
-    job->secret = column_text_dup(q);
-    headers = column_text_dup(q);
-    job->timeout_ms = (int)column_int(q);
-    job->max_retries = (int)column_int(q);
+    claim_usage(claim, job->integration_id)->claimed++;
+    return job;
+}
 
-    if (!job->signing) {
-        free(job->secret);
-        job->secret = NULL;
+/* Takes the last job back out of the claim. */
+static void drop_last_job(struct claim *claim)
+{
+    struct delivery_job *job = &claim->jobs[--claim->count];
+
+    claim_usage(claim, job->integration_id)->claimed--;
+    delivery_job_release(job);
+}
+
+/*
+ * Gives jobs[first, end), which belong to one integration, its settings. When the integration
+ * is gone, sets *found to false and empties the jobs for claim_compact.
+ */
+static int fill_jobs(struct claim *claim, size_t first, size_t end, bool *found,
+                     struct bh_error *err)
+{
+    struct claim_target target;
+    int status;
+
+    status = read_claim_target(claim->s, claim->jobs[first].integration_id, &target, err);
+    *found = status == 0 && target.found;
+    for (size_t i = first; status == 0 && i < end; i++) {
+        struct delivery_job *job = &claim->jobs[i];
+
+        if (!target.found) {
+            delivery_job_release(job);
+            job->delivery_id[0] = '\0';
+            continue;
+        }
+        job->url = xstrdup(target.url);
+        job->signing = target.signing;
+        job->secret = target.secret ? xstrdup(target.secret) : NULL;
+        job->headers = copy_headers(target.headers, target.header_count);
+        job->header_count = target.header_count;
+        job->timeout_ms = target.timeout_ms;
+        job->max_retries = target.max_retries;
     }
-    status = read_headers(headers, job->integration_id, &job->headers, &job->header_count, err);
-    free(headers);
+    claim_target_release(&target);
     return status;
 }
 
-static int select_due(struct sqlite_store *s, int64_t now_ms, size_t limit,
-                      struct delivery_job **jobs, size_t *count, struct bh_error *err)
+static int lease_row(struct claim *claim, int64_t rowid, struct bh_error *err)
 {
-    struct delivery_job *items = NULL;
-    size_t capacity = 0;
-    size_t n = 0;
+    const struct claim_request *request = claim->request;
+    struct query q;
+
+    query_start(&q, claim->s, STMT_CLAIM_LEASE);
+    bind_text(&q, request->owner);
+    bind_int(&q, request->now_ms + request->lease_ms);
+    bind_int(&q, rowid);
+    return query_exec(&q, err);
+}
+
+/* Leases the count rows that STMT_CLAIM_READY returned for the integration. */
+static int lease_ready(struct claim *claim, const char *integration_id, size_t count,
+                       struct bh_error *err)
+{
+    const struct claim_request *request = claim->request;
     struct query q;
     int status;
 
-    query_start(&q, s, STMT_CLAIM_SELECT);
-    bind_int(&q, now_ms);
-    bind_int(&q, limit > INT64_MAX ? INT64_MAX : (int64_t)limit);
-    while ((status = query_step(&q, err)) > 0) {
-        items = grow(items, n, &capacity, sizeof(*items));
-        status = read_job(&q, &items[n++], err);
-        if (status < 0)
-            break;
-    }
-    query_end(&q);
-
-    *jobs = items;
-    *count = n;
+    query_start(&q, claim->s, STMT_CLAIM_LEASE_READY);
+    bind_text(&q, request->owner);
+    bind_int(&q, request->now_ms + request->lease_ms);
+    bind_text(&q, integration_id);
+    bind_int(&q, request->now_ms);
+    bind_int(&q, (int64_t)count);
+    status = query_exec(&q, err);
+    if (status == 0 && (size_t)sqlite3_changes(claim->s->db) != count)
+        status = bh_error_set(err, BH_ERR_INTERNAL, "",
+                              "leased %d deliveries of integration %s instead of the %zu read",
+                              sqlite3_changes(claim->s->db), integration_id, count);
     return status;
 }
 
-static int lease_jobs(struct sqlite_store *s, const char *owner, int64_t until_ms,
-                      const struct delivery_job *jobs, size_t count, struct bh_error *err)
+/* Removes the jobs that fill_jobs emptied, keeping the order of the rest. */
+static void claim_compact(struct claim *claim)
 {
-    for (size_t i = 0; i < count; i++) {
-        struct query q;
-        int status;
+    size_t kept = 0;
 
-        query_start(&q, s, STMT_CLAIM_LEASE);
-        bind_text(&q, owner);
-        bind_int(&q, until_ms);
-        bind_text(&q, jobs[i].delivery_id);
-        status = query_exec(&q, err);
-        if (status < 0)
-            return status;
+    for (size_t i = 0; i < claim->count; i++) {
+        if (claim->jobs[i].delivery_id[0] != '\0')
+            claim->jobs[kept++] = claim->jobs[i];
     }
+    claim->count = kept;
+}
+
+/* Claims deliveries whose lease ended, for integrations with room. */
+static int claim_expired(struct claim *claim, struct bh_error *err)
+{
+    size_t first = claim->count;
+    struct query q;
+    int status = 0;
+
+    /*
+     * Rows are read first and leased after, since a lease changes the index being read. Only
+     * a worker that stopped without finishing leaves expired leases, so they are few.
+     */
+    query_start(&q, claim->s, STMT_CLAIM_EXPIRED);
+    bind_int(&q, claim->request->now_ms);
+    while (claim->count < claim->request->limit && (status = query_step(&q, err)) > 0) {
+        struct delivery_job *job = append_job(claim, &q);
+
+        /* The job just appended counts already, so going over the cap means no room. */
+        if (claim->request->per_integration_limit > 0 &&
+            claim_usage(claim, job->integration_id)->claimed >
+                claim->request->per_integration_limit)
+            drop_last_job(claim);
+    }
+    query_end(&q);
+    if (claim->count == claim->request->limit)
+        status = 0;
+
+    for (size_t i = first; status == 0 && i < claim->count; i++) {
+        bool found;
+        int64_t rowid = claim->jobs[i].row_ref;
+
+        status = fill_jobs(claim, i, i + 1, &found, err);
+        if (status == 0 && found)
+            status = lease_row(claim, rowid, err);
+    }
+    return status;
+}
+
+/* Finds the first integration after `after` with unleased pending deliveries; "" for none. */
+static int next_integration(struct sqlite_store *s, const char *after, char next[ID_LEN + 1],
+                            struct bh_error *err)
+{
+    struct query q;
+    int status;
+
+    next[0] = '\0';
+    query_start(&q, s, STMT_CLAIM_NEXT_INTEGRATION);
+    bind_text(&q, after);
+    status = query_step(&q, err);
+    if (status > 0) {
+        column_text_copy(&q, next, ID_LEN + 1);
+        status = 0;
+    }
+    query_end(&q);
+    return status;
+}
+
+/* Claims up to room due deliveries of one integration, oldest due first. */
+static int claim_integration(struct claim *claim, const char *integration_id, size_t room,
+                             struct bh_error *err)
+{
+    size_t first = claim->count;
+    size_t n = 0;
+    struct query q;
+    int status = 0;
+
+    query_start(&q, claim->s, STMT_CLAIM_READY);
+    bind_text(&q, integration_id);
+    bind_int(&q, claim->request->now_ms);
+    bind_int(&q, room > INT64_MAX ? INT64_MAX : (int64_t)room);
+    while (n < room && (status = query_step(&q, err)) > 0) {
+        append_job(claim, &q);
+        n++;
+    }
+    query_end(&q);
+    if (n == room)
+        status = 0;
+
+    if (status == 0 && n > 0) {
+        bool found;
+
+        status = fill_jobs(claim, first, claim->count, &found, err);
+        if (status == 0 && found)
+            status = lease_ready(claim, integration_id, n, err);
+    }
+    return status;
+}
+
+/*
+ * Lists the integrations with unleased pending deliveries in round order: those whose id
+ * sorts after cursor, then the rest up to cursor itself. The list is the caller's to free.
+ */
+static int list_round(struct sqlite_store *s, const char *cursor, char (**ids)[ID_LEN + 1],
+                      size_t *count, struct bh_error *err)
+{
+    char current[ID_LEN + 1];
+    size_t capacity = 0;
+    bool wrapped = cursor[0] == '\0';
+    int status = 0;
+
+    *ids = NULL;
+    *count = 0;
+    snprintf(current, sizeof(current), "%s", cursor);
+    for (;;) {
+        char next[ID_LEN + 1];
+
+        status = next_integration(s, current, next, err);
+        if (status < 0)
+            break;
+        if (next[0] == '\0') {
+            if (wrapped)
+                break;
+            wrapped = true;
+            current[0] = '\0';
+            continue;
+        }
+        if (wrapped && cursor[0] != '\0' && strcmp(next, cursor) > 0)
+            break;
+        *ids = grow(*ids, *count, &capacity, sizeof(**ids));
+        memcpy((*ids)[(*count)++], next, ID_LEN + 1);
+        snprintf(current, sizeof(current), "%s", next);
+    }
+    return status;
+}
+
+/*
+ * Shares the claim's limit among the integrations with due deliveries, taking turns from
+ * cursor. Each integration gets at most an equal share of what is left per pass, so one
+ * claim reaches many integrations. Their due deliveries are mostly of the same events, so
+ * the claim and the results that follow touch fewer database pages.
+ */
+static int claim_round(struct claim *claim, char cursor[ID_LEN + 1], struct bh_error *err)
+{
+    char(*ids)[ID_LEN + 1] = NULL;
+    size_t count = 0;
+    int status = list_round(claim->s, cursor, &ids, &count, err);
+
+    /* Each pass drops the integrations that ran out of room or of due deliveries. */
+    while (status == 0 && count > 0 && claim->count < claim->request->limit) {
+        size_t left = claim->request->limit - claim->count;
+        size_t share = left / count > 0 ? left / count : 1;
+        size_t kept = 0;
+
+        for (size_t i = 0; i < count; i++) {
+            size_t room = claim_room(claim, ids[i]);
+            size_t want = room < share ? room : share;
+            size_t before = claim->count;
+
+            if (want > 0 && claim->count < claim->request->limit) {
+                status = claim_integration(claim, ids[i], want, err);
+                if (status < 0)
+                    break;
+            }
+            if (claim->count > before)
+                snprintf(cursor, ID_LEN + 1, "%s", ids[i]);
+            /* It stays for the next pass only if it filled its share and has room left. */
+            if (want > 0 && claim->count - before == want && claim_room(claim, ids[i]) > 0)
+                memcpy(ids[kept++], ids[i], ID_LEN + 1);
+        }
+        count = kept;
+    }
+    free(ids);
+    return status;
+}
+
+static int sqlite_delivery_claim_capped(struct store *store, const struct claim_request *request,
+                                        char cursor[ID_LEN + 1], struct delivery_job **jobs,
+                                        size_t *count, struct bh_error *err)
+{
+    struct claim claim = {.s = from_store(store), .request = request};
+    char new_cursor[ID_LEN + 1];
+    bool nested;
+    int status;
+
+    *jobs = NULL;
+    *count = 0;
+    if (request->limit == 0)
+        return 0;
+    if (strlen(request->owner) > LEASE_OWNER_MAX)
+        return bh_error_set(err, BH_ERR_INVALID, "", "the lease owner %s is longer than %d bytes",
+                            request->owner, LEASE_OWNER_MAX);
+
+    if (request->load_count > 0) {
+        claim.used = xmalloc(request->load_count * sizeof(*claim.used));
+        memcpy(claim.used, request->loads, request->load_count * sizeof(*claim.used));
+        qsort(claim.used, request->load_count, sizeof(*claim.used), compare_loads);
+        claim.used_count = request->load_count;
+        claim.used_capacity = request->load_count;
+    }
+    snprintf(new_cursor, sizeof(new_cursor), "%s", cursor);
+
+    status = operation_begin(claim.s, &nested, err);
+    if (status == 0) {
+        status = claim_expired(&claim, err);
+        if (status == 0)
+            status = claim_round(&claim, new_cursor, err);
+        status = operation_end(claim.s, nested, status, err);
+    }
+    free(claim.used);
+    claim_compact(&claim);
+
+    if (status < 0) {
+        delivery_job_list_free(claim.jobs, claim.count);
+        return status;
+    }
+    snprintf(cursor, ID_LEN + 1, "%s", new_cursor);
+    *jobs = claim.jobs;
+    *count = claim.count;
     return 0;
 }
 
@@ -1398,35 +1846,15 @@ static int sqlite_delivery_claim(struct store *store, const char *owner, int64_t
                                  int64_t lease_ms, size_t limit, struct delivery_job **jobs,
                                  size_t *count, struct bh_error *err)
 {
-    struct sqlite_store *s = from_store(store);
-    struct delivery_job *items = NULL;
-    size_t n = 0;
-    bool nested;
-    int status;
+    struct claim_request request = {
+        .owner = owner,
+        .now_ms = now_ms,
+        .lease_ms = lease_ms,
+        .limit = limit,
+    };
+    char cursor[ID_LEN + 1] = "";
 
-    *jobs = NULL;
-    *count = 0;
-    if (limit == 0)
-        return 0;
-    if (strlen(owner) > LEASE_OWNER_MAX)
-        return bh_error_set(err, BH_ERR_INVALID, "", "the lease owner %s is longer than %d bytes",
-                            owner, LEASE_OWNER_MAX);
-
-    status = operation_begin(s, &nested, err);
-    if (status < 0)
-        return status;
-    status = select_due(s, now_ms, limit, &items, &n, err);
-    if (status == 0)
-        status = lease_jobs(s, owner, now_ms + lease_ms, items, n, err);
-    status = operation_end(s, nested, status, err);
-
-    if (status < 0) {
-        delivery_job_list_free(items, n);
-        return status;
-    }
-    *jobs = items;
-    *count = n;
-    return 0;
+    return sqlite_delivery_claim_capped(store, &request, cursor, jobs, count, err);
 }
 
 static int sqlite_delivery_next_due(struct store *store, int64_t *due_ms, struct bh_error *err)
@@ -1465,15 +1893,26 @@ static int finish_delivery(struct sqlite_store *s, const struct attempt_outcome 
     bind_int(&q, o->started_ms + o->duration_ms);
     bind_text(&q, o->delivery_id);
     bind_text(&q, o->lease_owner);
+    bind_int(&q, o->row_ref);
+    status = query_exec(&q, err);
+    if (status == 0 && sqlite3_changes(s->db) == 0)
+        return bh_error_set(err, BH_ERR_NOT_FOUND, "",
+                            "delivery %s is not pending under a lease of %s", o->delivery_id,
+                            o->lease_owner);
+    if (status < 0)
+        return status;
+
+    query_start(&q, s, STMT_FINISH_READ);
+    bind_text(&q, o->delivery_id);
+    bind_int(&q, o->row_ref);
     status = query_step(&q, err);
     if (status > 0) {
         *number = (int)column_int(&q);
         column_text_copy(&q, integration_id, ID_LEN + 1);
         status = 0;
     } else if (status == 0) {
-        status = bh_error_set(err, BH_ERR_NOT_FOUND, "",
-                              "delivery %s is not pending under a lease of %s", o->delivery_id,
-                              o->lease_owner);
+        status = bh_error_set(err, BH_ERR_INTERNAL, "", "delivery %s vanished while finishing",
+                              o->delivery_id);
     }
     query_end(&q);
     return status;
@@ -1498,44 +1937,204 @@ static int insert_attempt(struct sqlite_store *s, const struct attempt_outcome *
     return query_exec(&q, err);
 }
 
-static int update_statistics(struct sqlite_store *s, const struct attempt_outcome *o,
-                             const char *integration_id, struct bh_error *err)
-{
-    struct query q;
+/*
+ * The change that a batch makes to one integration's statistics. Applying it once gives the
+ * same result as applying each of the batch's outcomes in order.
+ */
+struct statistics_change {
+    char integration_id[ID_LEN + 1];
+    int64_t last_delivery_ms; /* the latest end of an attempt */
+    const char *last_error;   /* the error of the last failed attempt, or NULL */
+    int64_t last_error_ms;    /* when that attempt ended */
+    int64_t delivered;
+    int64_t failed;
+    const char *status; /* set by the last delivery that ended, or NULL to keep */
+};
 
-    query_start(&q, s, STMT_FINISH_STATISTICS);
-    bind_int(&q, o->started_ms + o->duration_ms);
-    bind_text(&q, o->error);
-    bind_int(&q, o->new_state == DELIVERY_SUCCEEDED);
-    bind_int(&q, o->new_state == DELIVERY_FAILED);
-    bind_text(&q, integration_id);
-    return query_exec(&q, err);
+struct statistics_batch {
+    struct statistics_change *changes;
+    size_t count;
+    size_t capacity;
+};
+
+static struct statistics_change *statistics_find(struct statistics_batch *batch,
+                                                 const char *integration_id)
+{
+    struct statistics_change *change;
+
+    /* Batches hold few integrations, and outcomes of one integration tend to come together. */
+    for (size_t i = batch->count; i > 0; i--) {
+        if (strcmp(batch->changes[i - 1].integration_id, integration_id) == 0)
+            return &batch->changes[i - 1];
+    }
+    batch->changes = grow(batch->changes, batch->count, &batch->capacity, sizeof(*change));
+    change = &batch->changes[batch->count++];
+    memset(change, 0, sizeof(*change));
+    snprintf(change->integration_id, sizeof(change->integration_id), "%s", integration_id);
+    return change;
+}
+
+static void statistics_add(struct statistics_batch *batch, const char *integration_id,
+                           const struct attempt_outcome *o)
+{
+    struct statistics_change *change = statistics_find(batch, integration_id);
+    int64_t ended_ms = o->started_ms + o->duration_ms;
+
+    if (ended_ms > change->last_delivery_ms)
+        change->last_delivery_ms = ended_ms;
+    if (o->error) {
+        change->last_error = o->error;
+        change->last_error_ms = ended_ms;
+    }
+    if (o->new_state == DELIVERY_SUCCEEDED) {
+        change->delivered++;
+        change->status = "active";
+    } else if (o->new_state == DELIVERY_FAILED) {
+        change->failed++;
+        change->status = "error";
+    }
+}
+
+static int write_statistics(struct sqlite_store *s, const struct statistics_batch *batch,
+                            struct bh_error *err)
+{
+    for (size_t i = 0; i < batch->count; i++) {
+        const struct statistics_change *change = &batch->changes[i];
+        struct query q;
+        int status;
+
+        query_start(&q, s, STMT_FINISH_STATISTICS);
+        bind_int(&q, change->last_delivery_ms);
+        bind_text(&q, change->last_error);
+        bind_int(&q, change->last_error_ms);
+        bind_int(&q, change->delivered);
+        bind_int(&q, change->failed);
+        bind_text(&q, change->status);
+        bind_text(&q, change->integration_id);
+        status = query_exec(&q, err);
+        if (status < 0)
+            return status;
+    }
+    return 0;
+}
+
+/* Writes one outcome's delivery and attempt rows and sets integration_id. */
+static int record_outcome(struct sqlite_store *s, const struct attempt_outcome *o,
+                          char integration_id[ID_LEN + 1], struct bh_error *err)
+{
+    int number = 0;
+    int status;
+
+    if (o->new_state == DELIVERY_CANCELLED)
+        return bh_error_set(err, BH_ERR_INVALID, "",
+                            "an attempt cannot cancel delivery %s; its new state must be "
+                            "pending, succeeded or failed",
+                            o->delivery_id);
+    status = finish_delivery(s, o, &number, integration_id, err);
+    if (status == 0)
+        status = insert_attempt(s, o, number, err);
+    return status;
+}
+
+/*
+ * Records each outcome inside the open transaction. Without isolate, an outcome that fails
+ * after writing a row stops the batch with that error. With isolate, each outcome runs in its
+ * own savepoint, so its failure undoes only its rows.
+ */
+static int record_outcomes(struct sqlite_store *s, const struct attempt_outcome *outcomes,
+                           size_t count, int *results, bool isolate, struct bh_error *err)
+{
+    struct statistics_batch statistics = {0};
+    int status = 0;
+
+    for (size_t i = 0; i < count; i++) {
+        char integration_id[ID_LEN + 1];
+        struct bh_error row_err;
+        bool nested = false;
+
+        if (isolate) {
+            status = operation_begin(s, &nested, err);
+            if (status < 0)
+                break;
+        }
+        results[i] = record_outcome(s, &outcomes[i], integration_id, &row_err);
+        if (isolate) {
+            status = operation_end(s, nested, results[i], err);
+            if (status < 0 && results[i] == 0)
+                break;
+            status = 0;
+        } else if (results[i] != 0 && results[i] != BH_ERR_NOT_FOUND &&
+                   results[i] != BH_ERR_INVALID) {
+            /* NOT_FOUND and INVALID write nothing, so only other failures leave rows behind. */
+            status = results[i];
+            if (err)
+                *err = row_err;
+            break;
+        }
+        if (results[i] == 0)
+            statistics_add(&statistics, integration_id, &outcomes[i]);
+    }
+    if (status == 0)
+        status = write_statistics(s, &statistics, err);
+    free(statistics.changes);
+    return status;
+}
+
+static int sqlite_delivery_finish_batch(struct store *store, const struct attempt_outcome *outcomes,
+                                        size_t count, int *results, struct bh_error *err)
+{
+    struct sqlite_store *s = from_store(store);
+    bool nested;
+    int status;
+
+    if (count == 0)
+        return 0;
+    status = operation_begin(s, &nested, err);
+    if (status < 0)
+        return status;
+    status = record_outcomes(s, outcomes, count, results, false, err);
+    if (status < 0) {
+        /* One outcome failed half way: undo the batch and record each outcome on its own. */
+        operation_rollback(s, nested);
+        status = operation_begin(s, &nested, err);
+        if (status < 0)
+            return status;
+        status = record_outcomes(s, outcomes, count, results, true, err);
+    }
+    return operation_end(s, nested, status, err);
 }
 
 static int sqlite_delivery_finish(struct store *store, const struct attempt_outcome *outcome,
                                   struct bh_error *err)
 {
     struct sqlite_store *s = from_store(store);
+    struct statistics_batch statistics = {0};
     char integration_id[ID_LEN + 1];
-    int number = 0;
     bool nested;
     int status;
-
-    if (outcome->new_state == DELIVERY_CANCELLED)
-        return bh_error_set(err, BH_ERR_INVALID, "",
-                            "an attempt cannot cancel delivery %s; its new state must be "
-                            "pending, succeeded or failed",
-                            outcome->delivery_id);
 
     status = operation_begin(s, &nested, err);
     if (status < 0)
         return status;
-    status = finish_delivery(s, outcome, &number, integration_id, err);
-    if (status == 0)
-        status = insert_attempt(s, outcome, number, err);
-    if (status == 0)
-        status = update_statistics(s, outcome, integration_id, err);
+    status = record_outcome(s, outcome, integration_id, err);
+    if (status == 0) {
+        statistics_add(&statistics, integration_id, outcome);
+        status = write_statistics(s, &statistics, err);
+    }
+    free(statistics.changes);
     return operation_end(s, nested, status, err);
+}
+
+/*
+ * Runs the pragma directly: SQLite applies a pragma's setting when the statement is
+ * prepared, so a prepared "PRAGMA synchronous" would change the connection at open time.
+ */
+static int sqlite_set_sync_commits(struct store *store, bool sync, struct bh_error *err)
+{
+    struct sqlite_store *s = from_store(store);
+
+    return exec_sql(s->db, sync ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL",
+                    "set how commits sync", err);
 }
 
 static int sqlite_release_all_leases(struct store *store, struct bh_error *err)
@@ -1566,7 +2165,10 @@ static const struct store_ops sqlite_ops = {
     .delivery_get = sqlite_delivery_get,
     .attempt_list = sqlite_attempt_list,
     .delivery_claim = sqlite_delivery_claim,
+    .delivery_claim_capped = sqlite_delivery_claim_capped,
     .delivery_next_due = sqlite_delivery_next_due,
     .delivery_finish = sqlite_delivery_finish,
+    .delivery_finish_batch = sqlite_delivery_finish_batch,
+    .set_sync_commits = sqlite_set_sync_commits,
     .release_all_leases = sqlite_release_all_leases,
 };

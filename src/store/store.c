@@ -189,6 +189,14 @@ int store_delivery_claim(struct store *store, const char *owner, int64_t now_ms,
     return store->ops->delivery_claim(store, owner, now_ms, lease_ms, limit, jobs, count, err);
 }
 
+int store_delivery_claim_capped(struct store *store, const struct claim_request *request,
+                                char cursor[ID_LEN + 1], struct delivery_job **jobs, size_t *count,
+                                struct bh_error *err)
+{
+    metrics_add(METRIC_STORE_CALLS, 1);
+    return store->ops->delivery_claim_capped(store, request, cursor, jobs, count, err);
+}
+
 int store_delivery_next_due(struct store *store, int64_t *due_ms, struct bh_error *err)
 {
     metrics_add(METRIC_STORE_CALLS, 1);
@@ -200,6 +208,19 @@ int store_delivery_finish(struct store *store, const struct attempt_outcome *out
 {
     metrics_add(METRIC_STORE_CALLS, 1);
     return store->ops->delivery_finish(store, outcome, err);
+}
+
+int store_delivery_finish_batch(struct store *store, const struct attempt_outcome *outcomes,
+                                size_t count, int *results, struct bh_error *err)
+{
+    metrics_add(METRIC_STORE_CALLS, 1);
+    return store->ops->delivery_finish_batch(store, outcomes, count, results, err);
+}
+
+int store_set_sync_commits(struct store *store, bool sync, struct bh_error *err)
+{
+    metrics_add(METRIC_STORE_CALLS, 1);
+    return store->ops->set_sync_commits(store, sync, err);
 }
 
 int store_release_all_leases(struct store *store, struct bh_error *err)

@@ -15,7 +15,8 @@
  * Deliveries move through states: pending -> succeeded | failed | cancelled. A pending
  * delivery is due when next_attempt_ms <= now and it has no live lease. A worker claims due
  * deliveries, which sets lease_owner and lease_until_ms; it then reports each attempt with
- * store_delivery_finish, which applies only while the lease is still the worker's.
+ * store_delivery_finish or store_delivery_finish_batch, which apply only while the lease is
+ * still the worker's.
  */
 #ifndef BEARHOOK_STORE_STORE_H
 #define BEARHOOK_STORE_STORE_H
@@ -108,11 +109,13 @@ struct delivery_job {
     char *body;
     size_t body_len;
     int attempts_before; /* attempts already made before this claim */
+    int64_t row_ref;     /* the back end's handle on the delivery's row, for attempt_outcome */
 };
 
 /* The result of one attempt, and what the delivery becomes. */
 struct attempt_outcome {
     const char *delivery_id;
+    int64_t row_ref; /* the job's row_ref, which spares a lookup by id; 0 when unknown */
     const char *integration_id;
     const char *lease_owner;
     int64_t started_ms;
@@ -123,6 +126,23 @@ struct attempt_outcome {
     size_t response_excerpt_len;
     enum delivery_state new_state; /* PENDING to retry, SUCCEEDED, or FAILED for good */
     int64_t next_attempt_ms;       /* when new_state is PENDING */
+};
+
+/* An integration's claimed jobs that a worker has not finished, running or waiting to run. */
+struct integration_load {
+    char integration_id[ID_LEN + 1];
+    size_t claimed;
+};
+
+/* The owner, lease and limits of a call to store_delivery_claim_capped. */
+struct claim_request {
+    const char *owner;
+    int64_t now_ms;
+    int64_t lease_ms;
+    size_t limit;                 /* jobs in all */
+    size_t per_integration_limit; /* jobs per integration, the claimed ones included; 0: no cap */
+    const struct integration_load *loads; /* each integration at most once; may be NULL */
+    size_t load_count;
 };
 
 struct store;
@@ -193,12 +213,29 @@ void delivery_release(struct delivery *delivery);
 void attempt_list_free(struct attempt *items, size_t count);
 
 /*
- * Claims up to limit due deliveries for owner until now_ms + lease_ms, oldest due first, and
- * fills jobs (the caller frees them with delivery_job_list_free).
+ * Claims up to limit due deliveries for owner until now_ms + lease_ms and fills jobs (the
+ * caller frees them with delivery_job_list_free). Deliveries whose lease expired come first.
+ * The rest of the limit is shared among the integrations with due deliveries, in id order,
+ * each taking its oldest due first. The same as store_delivery_claim_capped with no cap and
+ * an empty cursor.
  */
 int store_delivery_claim(struct store *store, const char *owner, int64_t now_ms,
                          int64_t lease_ms, size_t limit, struct delivery_job **jobs,
                          size_t *count, struct bh_error *err);
+/*
+ * Claims like store_delivery_claim, but an integration gets at most
+ * request->per_integration_limit jobs less those claimed for it in request->loads, so one slow
+ * receiver cannot take every slot of a worker. Each pass over the integrations with due
+ * deliveries gives each at most an equal part of what is left of the limit. Integrations take
+ * turns across calls. A pass starts with the first integration whose id sorts after cursor
+ * ("" for the first of all) and wraps around. cursor receives the last integration that got a
+ * job, and stays unchanged when none did. Runs in one transaction, or in a savepoint
+ * inside the caller's transaction. Costs one index lookup per integration with pending
+ * deliveries, plus the jobs it claims.
+ */
+int store_delivery_claim_capped(struct store *store, const struct claim_request *request,
+                                char cursor[ID_LEN + 1], struct delivery_job **jobs, size_t *count,
+                                struct bh_error *err);
 void delivery_job_list_free(struct delivery_job *jobs, size_t count);
 /* Sets *due_ms to the earliest time a pending delivery becomes claimable, or -1 for none. */
 int store_delivery_next_due(struct store *store, int64_t *due_ms, struct bh_error *err);
@@ -211,6 +248,25 @@ int store_delivery_next_due(struct store *store, int64_t *due_ms, struct bh_erro
  */
 int store_delivery_finish(struct store *store, const struct attempt_outcome *outcome,
                           struct bh_error *err);
+/*
+ * Records count attempts in one transaction, or in a savepoint inside the caller's, with the
+ * same rows as store_delivery_finish called for each in order. Each integration's statistics
+ * are written once per batch. results[i] receives outcome i's status: 0, BH_ERR_NOT_FOUND when
+ * its delivery is gone or its lease was lost (nothing is written for that outcome), or the
+ * error of an outcome that failed on its own, in which case only that outcome is undone.
+ * Returns 0 when the batch committed, or the error that undid all of it (results are then
+ * meaningless).
+ */
+int store_delivery_finish_batch(struct store *store, const struct attempt_outcome *outcomes,
+                                size_t count, int *results, struct bh_error *err);
+/*
+ * Chooses whether a commit on this connection returns only once it is on disk (sync true, the
+ * default) or once the operating system has it (false). Either way a crash of the process
+ * loses no commit; with false, a power loss can undo this connection's latest commits. Workers
+ * use false: an undone attempt outcome means the attempt is made again, and an undone lease
+ * is taken again. Accepted events need true.
+ */
+int store_set_sync_commits(struct store *store, bool sync, struct bh_error *err);
 /* Ends every lease; for startup when this process is the database's only user. */
 int store_release_all_leases(struct store *store, struct bh_error *err);
 

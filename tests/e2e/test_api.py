@@ -1,4 +1,5 @@
 """End to end: API input checks, authentication, users and start-up, over real sockets."""
+import http.client
 import json
 import os
 import socket
@@ -175,8 +176,13 @@ def test_missing_or_wrong_key(server):
 def test_unknown_route_and_method(server):
     status, body, _ = server.request("GET", "/v1/nothing")
     assert status == 404
-    status, body, _ = server.request("PATCH", "/v1/events")
-    assert status == 405
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    connection.request("PATCH", "/v1/events", headers={"Authorization": f"Bearer {server.api_key}"})
+    response = connection.getresponse()
+    body = json.loads(response.read())
+    assert response.status == 405
+    assert response.getheader("Allow") == "POST"
+    assert body["error"]["code"] == "method_not_allowed"
 
 
 def test_users_see_only_their_own(server):
@@ -298,3 +304,39 @@ def test_https_receiver(start_server, tmp_path):
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+def test_record_list_pages(server):
+    for name in ("a", "b", "c"):
+        server.ok("PUT", f"/v1/campaigns/{name}", {"name": name.upper()})
+    first = server.ok("GET", "/v1/campaigns?limit=2")
+    assert [c["id"] for c in first["data"]] == ["a", "b"]
+    assert first["nextAfter"] == "b"
+    last = server.ok("GET", "/v1/campaigns?limit=2&after=b")
+    assert [c["id"] for c in last["data"]] == ["c"]
+    assert last["nextAfter"] is None
+    exact = server.ok("GET", "/v1/campaigns?limit=3")
+    assert exact["nextAfter"] is None
+    status, body, _ = server.request("GET", "/v1/campaigns?limit=0")
+    assert status == 422
+    assert body["error"]["field"] == "limit"
+
+
+def test_authorization_without_bearer_explained(server):
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    connection.request("GET", "/v1/integrations", headers={"Authorization": server.api_key})
+    response = connection.getresponse()
+    body = json.loads(response.read())
+    assert response.status == 401
+    assert "Bearer <API key>" in body["error"]["message"]
+
+
+def test_openapi_document_served(server):
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    connection.request("GET", "/openapi.json")
+    response = connection.getresponse()
+    document = json.loads(response.read())
+    assert response.status == 200
+    assert response.getheader("Content-Type") == "application/json"
+    assert document["openapi"] == "3.1.0"
+    assert "/v1/events" in document["paths"]

@@ -264,6 +264,24 @@ def test_listen_prints_valid_delivery(listen):
     assert block[-1] == b"Signature: valid\n"
 
 
+def test_listen_saves_raw_body_for_verify(listen, tmp_path):
+    listener = listen("--secret", SECRET, "--save-dir", str(tmp_path))
+    body = compact({"name": "Zoë 🚀", "lead": {"id": "l1"}})
+
+    start = listener.process.line_count()
+    status, _, _ = listener.post(body, bearhook_headers(body))
+    end = listener.process.wait_line(rb"^Saved the raw body to ", start)
+    saved_line = listener.process.lines(end, end + 1)[0]
+
+    assert status == 200
+    path = saved_line.decode().split("Saved the raw body to ", 1)[1].strip()
+    assert path == str(tmp_path / "000001.body")
+    with open(path, "rb") as saved:
+        assert saved.read() == body
+    result = run_verify(["--secret", SECRET, "--signature", sign(SECRET, body), path])
+    assert result.returncode == 0, result.stdout
+
+
 def test_listen_reports_invalid_signature(listen):
     listener = listen("--secret", SECRET)
     body = compact(PAYLOAD)
@@ -708,7 +726,7 @@ def test_verify_missing_file(tmp_path):
 
     result = run_verify(["--secret", SECRET, "--signature", "0" * 64, missing])
 
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert b"cannot open" in result.stderr
     assert missing.encode() in result.stderr
 
@@ -718,7 +736,7 @@ def test_verify_rejects_huge_file(body_file):
 
     result = run_verify(["--secret", SECRET, "--signature", "0" * 64, path])
 
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert b"larger than 16777216 bytes" in result.stderr
 
 

@@ -37,6 +37,7 @@
 #include "util/alloc.h"
 #include "util/buf.h"
 #include "util/log.h"
+#include "util/metrics.h"
 
 #define WAIT_MS 10000 /* maximum wait for a delivery to settle */
 #define POLL_MS 10
@@ -75,6 +76,8 @@ struct receiver {
     struct received_request requests[REQUESTS_MAX];
     size_t request_count;
     atomic_int connections;
+    atomic_int active;     /* requests in the handler now */
+    atomic_int max_active; /* the maximum of active so far */
 };
 
 struct fixture {
@@ -155,6 +158,16 @@ static enum MHD_Result respond(struct receiver *receiver, struct MHD_Connection 
     return result;
 }
 
+/* Counts the requests in the handler, and keeps the maximum in max_active. */
+static void track_active(struct receiver *receiver, int change)
+{
+    int now = atomic_fetch_add(&receiver->active, change) + change;
+    int seen = atomic_load(&receiver->max_active);
+
+    while (now > seen && !atomic_compare_exchange_weak(&receiver->max_active, &seen, now))
+        ;
+}
+
 static enum MHD_Result handle_request(void *cls, struct MHD_Connection *connection, const char *url,
                                       const char *method, const char *version,
                                       const char *upload_data, size_t *upload_data_size,
@@ -179,8 +192,10 @@ static enum MHD_Result handle_request(void *cls, struct MHD_Connection *connecti
     index = record_request(receiver, connection, method, url, body);
     if (index < 0)
         return MHD_NO;
+    track_active(receiver, 1);
     if (receiver->delay_ms > 0)
         sleep_ms(receiver->delay_ms);
+    track_active(receiver, -1);
     return respond(receiver, connection, index);
 }
 
@@ -371,6 +386,19 @@ static void insert_delivery(struct fixture *f, const char *integration_id, const
     memcpy(id, delivery.id, DELIVERY_ID_LEN + 1);
 }
 
+/* Waits until the counter reaches at least value; false when WAIT_MS passes first. */
+static bool wait_metric(enum metric metric, uint64_t value)
+{
+    int64_t deadline = clock_monotonic_ms() + WAIT_MS;
+
+    while (metrics_get(metric) < value) {
+        if (clock_monotonic_ms() > deadline)
+            return false;
+        sleep_ms(2);
+    }
+    return true;
+}
+
 /* Waits until the delivery leaves the pending state and fills out; false on time out. */
 static bool wait_settled(struct fixture *f, const char *id, struct delivery *out)
 {
@@ -388,13 +416,14 @@ static bool wait_settled(struct fixture *f, const char *id, struct delivery *out
     }
 }
 
-static void start_dispatcher(struct fixture *f, int max_in_flight)
+static void start_dispatcher_capped(struct fixture *f, int max_in_flight, int per_endpoint)
 {
     struct dispatcher_options options = {0};
     struct bh_error err;
 
     options.store_location = f->path;
     options.max_in_flight = max_in_flight;
+    options.max_in_flight_per_endpoint = per_endpoint;
     options.retry.base_ms = 20;
     options.retry.max_ms = 200;
     options.retry.retry_after_max_ms = 2000;
@@ -404,6 +433,11 @@ static void start_dispatcher(struct fixture *f, int max_in_flight)
     f->dispatcher = dispatcher_start(&options, &err);
     if (f->dispatcher == NULL)
         fail_msg("dispatcher_start failed: %s", err.message);
+}
+
+static void start_dispatcher(struct fixture *f, int max_in_flight)
+{
+    start_dispatcher_capped(f, max_in_flight, 0);
 }
 
 /* Sets up the receiver with a script of statuses and the integration that targets it. */
@@ -421,6 +455,14 @@ static void get_integration(struct fixture *f, const char *id, struct integratio
     struct bh_error err;
 
     assert_int_equal(store_integration_get(f->store, f->user.id, id, out, &err), 0);
+}
+
+static void receiver_init(struct receiver *receiver)
+{
+    pthread_mutex_init(&receiver->lock, NULL);
+    atomic_init(&receiver->connections, 0);
+    atomic_init(&receiver->active, 0);
+    atomic_init(&receiver->max_active, 0);
 }
 
 static int setup(void **state)
@@ -443,8 +485,7 @@ static int setup(void **state)
 
     f->policy.allow_http = true;
     assert_int_equal(cidr_list_parse("127.0.0.0/8", &f->policy.allowed_networks, &err), 0);
-    pthread_mutex_init(&f->receiver.lock, NULL);
-    atomic_init(&f->receiver.connections, 0);
+    receiver_init(&f->receiver);
     *state = f;
     return 0;
 }
@@ -585,6 +626,9 @@ static void dispatcher_retry_success(void **state)
     size_t attempt_count = 0;
     struct bh_error err;
 
+    uint64_t attempts_before = metrics_get(METRIC_ATTEMPTS);
+    uint64_t succeeded_before = metrics_get(METRIC_DELIVERIES_SUCCEEDED);
+
     receiver_script(f, statuses, 3);
     insert_integration(f, f->url, SECRET, NULL, 0, 3, 2000, integration_id);
     insert_delivery(f, integration_id, body, delivery_id);
@@ -593,6 +637,8 @@ static void dispatcher_retry_success(void **state)
 
     assert_int_equal(delivery.state, DELIVERY_SUCCEEDED);
     assert_int_equal(delivery.attempts, 3);
+    assert_true(wait_metric(METRIC_DELIVERIES_SUCCEEDED, succeeded_before + 1));
+    assert_int_equal(metrics_get(METRIC_ATTEMPTS) - attempts_before, 3);
     assert_int_equal(store_attempt_list(f->store, delivery_id, &attempts, &attempt_count, &err), 0);
     assert_int_equal(attempt_count, 3);
     assert_int_equal(attempts[0].http_status, 500);
@@ -634,6 +680,8 @@ static void dispatcher_retries_exhausted(void **state)
     size_t attempt_count = 0;
     struct bh_error err;
 
+    uint64_t failed_before = metrics_get(METRIC_DELIVERIES_FAILED);
+
     receiver_script(f, statuses, 1);
     insert_integration(f, f->url, SECRET, NULL, 0, 2, 2000, integration_id);
     insert_delivery(f, integration_id, "{\"event\":\"message_sent\"}", delivery_id);
@@ -642,6 +690,7 @@ static void dispatcher_retries_exhausted(void **state)
 
     assert_int_equal(delivery.state, DELIVERY_FAILED);
     assert_int_equal(delivery.attempts, 3);
+    assert_true(wait_metric(METRIC_DELIVERIES_FAILED, failed_before + 1));
     assert_string_equal(delivery.last_error, "HTTP 500");
     assert_int_equal(store_attempt_list(f->store, delivery_id, &attempts, &attempt_count, &err), 0);
     assert_int_equal(attempt_count, 3);
@@ -869,8 +918,8 @@ static void dispatcher_notify_wakes(void **state)
     delivery_release(&delivery);
 
     /*
-     * The dispatcher now sleeps up to its 1 s idle cap. Without the notification the second
-     * delivery would wait most of that second, so half of it is the bound.
+     * The dispatcher now sleeps up to its 1.2 s idle cap. Without the notification the second
+     * delivery would wait most of that time, so 500 ms is the bound.
      */
     sleep_ms(100);
     insert_delivery(f, integration_id, "{\"event\":\"message_replied\"}", second_id);
@@ -945,6 +994,59 @@ static void dispatcher_stop_in_flight(void **state)
     delivery_release(&delivery);
 }
 
+static void dispatcher_endpoint_cap(void **state)
+{
+    struct fixture *f = *state;
+    enum { HEALTHY_COUNT = 30, HANGING_COUNT = 6, CAP = 2 };
+    static const int statuses[] = {200};
+    static char healthy_ids[HEALTHY_COUNT][DELIVERY_ID_LEN + 1];
+    struct receiver hanging = {0};
+    char hanging_url[128];
+    char healthy_integration[ID_LEN + 1];
+    char hanging_integration[ID_LEN + 1];
+    char id[DELIVERY_ID_LEN + 1];
+    int64_t started_ms;
+
+    /* The hanging receiver responds after the 3 s timeout, so its attempts end only then. */
+    receiver_script(f, statuses, 1);
+    receiver_init(&hanging);
+    hanging.statuses[0] = 200;
+    hanging.status_count = 1;
+    hanging.delay_ms = 4000;
+    receiver_start(&hanging);
+    snprintf(hanging_url, sizeof(hanging_url), "http://127.0.0.1:%d/hook", hanging.port);
+
+    insert_integration(f, hanging_url, SECRET, NULL, 0, 1, 3000, hanging_integration);
+    insert_integration(f, f->url, SECRET, NULL, 0, 1, 3000, healthy_integration);
+    for (int i = 0; i < HANGING_COUNT; i++)
+        insert_delivery(f, hanging_integration, "{\"event\":\"message_sent\"}", id);
+    for (int i = 0; i < HEALTHY_COUNT; i++)
+        insert_delivery(f, healthy_integration, "{\"event\":\"message_replied\"}", healthy_ids[i]);
+    started_ms = clock_monotonic_ms();
+    start_dispatcher_capped(f, 8, CAP);
+
+    /* Every healthy delivery completes while the hanging receiver keeps its attempts waiting. */
+    for (int i = 0; i < HEALTHY_COUNT; i++) {
+        struct delivery delivery;
+
+        assert_true(wait_settled(f, healthy_ids[i], &delivery));
+        assert_int_equal(delivery.state, DELIVERY_SUCCEEDED);
+        delivery_release(&delivery);
+    }
+    assert_true(clock_monotonic_ms() - started_ms < 3000);
+    assert_int_equal(receiver_count(&f->receiver), HEALTHY_COUNT);
+
+    /* The hanging receiver never saw more than the cap at once, nor more requests. */
+    assert_true(receiver_wait(&hanging, CAP));
+    assert_int_equal(atomic_load(&hanging.max_active), CAP);
+    assert_int_equal(receiver_count(&hanging), CAP);
+
+    dispatcher_stop(f->dispatcher);
+    f->dispatcher = NULL;
+    receiver_stop(&hanging);
+    pthread_mutex_destroy(&hanging.lock);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -961,6 +1063,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(dispatcher_notify_wakes, setup, teardown),
         cmocka_unit_test_setup_teardown(dispatcher_delivery_deleted, setup, teardown),
         cmocka_unit_test_setup_teardown(dispatcher_stop_in_flight, setup, teardown),
+        cmocka_unit_test_setup_teardown(dispatcher_endpoint_cap, setup, teardown),
     };
 
     log_set_level(LOG_ERROR);

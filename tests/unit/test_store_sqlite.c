@@ -245,9 +245,15 @@ static void store_open_creates_schema(void **state)
         assert_int_equal(query_int(fx->path, sql), 1);
     }
     assert_int_equal(query_int(fx->path, "PRAGMA user_version"), sqlite_store_schema_version());
+    assert_int_equal(query_int(fx->path, "SELECT COUNT(*) FROM sqlite_master WHERE type = "
+                                         "'index' AND name = 'deliveries_ready_by_integration'"),
+                     1);
+    assert_int_equal(query_int(fx->path, "SELECT COUNT(*) FROM sqlite_master "
+                                         "WHERE type = 'index' AND name = 'deliveries_leased'"),
+                     1);
     assert_int_equal(query_int(fx->path, "SELECT COUNT(*) FROM sqlite_master "
                                          "WHERE type = 'index' AND name = 'deliveries_due'"),
-                     1);
+                     0);
 
     assert_int_equal(stat(fx->path, &st), 0);
     assert_int_equal(st.st_mode & 0777, 0600);
@@ -1116,6 +1122,47 @@ static void finish_wrong_owner_not_found(void **state)
     integration_release(&integration);
 }
 
+static void finish_row_ref_checked(void **state)
+{
+    struct fixture *fx = *state;
+    struct integration integration;
+    struct delivery d[2];
+    struct delivery after;
+    struct delivery_job *jobs = NULL;
+    struct attempt_outcome o;
+    int64_t refs[2] = {0, 0};
+    size_t count = 0;
+    struct bh_error err;
+
+    create_integration(fx, fx->user.id, ALL_EVENTS, &integration);
+    create_delivery(fx, &integration, T0, &d[0]);
+    create_delivery(fx, &integration, T0 + 1, &d[1]);
+    claim(fx, "worker-a", T0 + 1, 2, &jobs, &count);
+    assert_int_equal(count, 2);
+    for (size_t i = 0; i < count; i++) {
+        assert_true(jobs[i].row_ref > 0);
+        refs[strcmp(jobs[i].delivery_id, d[0].id) == 0 ? 0 : 1] = jobs[i].row_ref;
+    }
+    assert_int_not_equal(refs[0], refs[1]);
+    delivery_job_list_free(jobs, count);
+
+    /* A row_ref of another delivery finds nothing: the id must match too. */
+    o = outcome_for(&d[0], "worker-a", DELIVERY_SUCCEEDED);
+    o.row_ref = refs[1];
+    assert_int_equal(store_delivery_finish(fx->store, &o, &err), BH_ERR_NOT_FOUND);
+    assert_int_equal(store_delivery_get(fx->store, fx->user.id, d[1].id, &after, &err), 0);
+    assert_int_equal(after.state, DELIVERY_PENDING);
+    delivery_release(&after);
+
+    o.row_ref = refs[0];
+    assert_int_equal(store_delivery_finish(fx->store, &o, &err), 0);
+    assert_int_equal(store_delivery_get(fx->store, fx->user.id, d[0].id, &after, &err), 0);
+    assert_int_equal(after.state, DELIVERY_SUCCEEDED);
+    assert_int_equal(after.attempts, 1);
+    delivery_release(&after);
+    integration_release(&integration);
+}
+
 static void finish_in_transaction_keeps_caller(void **state)
 {
     struct fixture *fx = *state;
@@ -1248,6 +1295,465 @@ static void release_all_leases_frees_claims(void **state)
     integration_release(&integration);
 }
 
+/* ---- Capped claims ---- */
+
+/* Creates an integration with an id chosen so that integrations sort in creation order. */
+static void create_integration_with_id(struct fixture *fx, const char *id, struct integration *out)
+{
+    struct bh_error err;
+
+    create_integration(fx, fx->user.id, ALL_EVENTS, out);
+    /* Replace the random id by deleting and inserting again under the chosen one. */
+    assert_int_equal(store_integration_delete(fx->store, fx->user.id, out->id, &err), 0);
+    snprintf(out->id, sizeof(out->id), "%s", id);
+    assert_int_equal(store_integration_insert(fx->store, out, &err), 0);
+}
+
+static void claim_capped(struct fixture *fx, const struct claim_request *request,
+                         char cursor[ID_LEN + 1], struct delivery_job **jobs, size_t *count)
+{
+    struct bh_error err;
+
+    assert_int_equal(store_delivery_claim_capped(fx->store, request, cursor, jobs, count, &err), 0);
+}
+
+static size_t count_jobs_of(const struct delivery_job *jobs, size_t count,
+                            const char *integration_id)
+{
+    size_t n = 0;
+
+    for (size_t i = 0; i < count; i++)
+        n += strcmp(jobs[i].integration_id, integration_id) == 0;
+    return n;
+}
+
+static void claim_capped_limits_integration(void **state)
+{
+    struct fixture *fx = *state;
+    struct integration busy;
+    struct integration quiet;
+    struct delivery d;
+    struct delivery_job *jobs = NULL;
+    size_t count = 0;
+    char cursor[ID_LEN + 1] = "";
+    struct integration_load loads[1];
+    struct claim_request request = {
+        .owner = "worker-a",
+        .now_ms = T0,
+        .lease_ms = LEASE_MS,
+        .limit = 100,
+        .per_integration_limit = 3,
+        .loads = loads,
+        .load_count = 1,
+    };
+
+    create_integration(fx, fx->user.id, ALL_EVENTS, &busy);
+    create_integration(fx, fx->user.id, ALL_EVENTS, &quiet);
+    for (int i = 0; i < 10; i++) {
+        create_delivery(fx, &busy, T0 - i, &d);
+        create_delivery(fx, &quiet, T0 - i, &d);
+    }
+    snprintf(loads[0].integration_id, sizeof(loads[0].integration_id), "%s", busy.id);
+    loads[0].claimed = 2;
+
+    /* busy already runs 2 of its 3, so it gets 1; quiet gets its full 3. */
+    claim_capped(fx, &request, cursor, &jobs, &count);
+    assert_int_equal(count, 4);
+    assert_int_equal(count_jobs_of(jobs, count, busy.id), 1);
+    assert_int_equal(count_jobs_of(jobs, count, quiet.id), 3);
+    delivery_job_list_free(jobs, count);
+    assert_int_equal(query_int(fx->path, "SELECT COUNT(*) FROM deliveries "
+                                         "WHERE lease_owner = 'worker-a'"),
+                     4);
+
+    /* An integration at its cap gets nothing; the others still get theirs. */
+    loads[0].claimed = 3;
+    claim_capped(fx, &request, cursor, &jobs, &count);
+    assert_int_equal(count, 3);
+    assert_int_equal(count_jobs_of(jobs, count, busy.id), 0);
+    delivery_job_list_free(jobs, count);
+    integration_release(&busy);
+    integration_release(&quiet);
+}
+
+static void claim_capped_oldest_first(void **state)
+{
+    struct fixture *fx = *state;
+    struct integration integration;
+    struct delivery d[4];
+    struct delivery_job *jobs = NULL;
+    size_t count = 0;
+    char cursor[ID_LEN + 1] = "";
+    struct claim_request request = {
+        .owner = "worker-a",
+        .now_ms = T0,
+        .lease_ms = LEASE_MS,
+        .limit = 10,
+        .per_integration_limit = 2,
+    };
+
+    create_integration(fx, fx->user.id, ALL_EVENTS, &integration);
+    create_delivery(fx, &integration, T0 - 10, &d[0]);
+    create_delivery(fx, &integration, T0 - 30, &d[1]);
+    create_delivery(fx, &integration, T0 - 20, &d[2]);
+    create_delivery(fx, &integration, T0 + 10, &d[3]);
+
+    claim_capped(fx, &request, cursor, &jobs, &count);
+    assert_int_equal(count, 2);
+    assert_string_equal(jobs[0].delivery_id, d[1].id);
+    assert_string_equal(jobs[1].delivery_id, d[2].id);
+    assert_string_equal(cursor, integration.id);
+    delivery_job_list_free(jobs, count);
+    integration_release(&integration);
+}
+
+static void claim_capped_takes_turns(void **state)
+{
+    struct fixture *fx = *state;
+    static const char *const ids[] = {"aaaaaaaaaaaaaaaaaaaaaaa1", "aaaaaaaaaaaaaaaaaaaaaaa2",
+                                      "aaaaaaaaaaaaaaaaaaaaaaa3"};
+    static const int expected[] = {0, 1, 2, 0, 1, 2};
+    struct integration integrations[3];
+    struct delivery d;
+    char cursor[ID_LEN + 1] = "";
+    struct claim_request request = {
+        .owner = "worker-a",
+        .now_ms = T0,
+        .lease_ms = LEASE_MS,
+        .limit = 1,
+    };
+
+    for (int i = 0; i < 3; i++) {
+        create_integration_with_id(fx, ids[i], &integrations[i]);
+        create_delivery(fx, &integrations[i], T0, &d);
+        create_delivery(fx, &integrations[i], T0 + 1, &d);
+    }
+
+    /* One job per call: the integrations take turns and the round wraps around. */
+    for (size_t call = 0; call < sizeof(expected) / sizeof(expected[0]); call++) {
+        struct delivery_job *jobs = NULL;
+        size_t count = 0;
+
+        request.now_ms = T0 + 1;
+        claim_capped(fx, &request, cursor, &jobs, &count);
+        assert_int_equal(count, 1);
+        assert_string_equal(jobs[0].integration_id, ids[expected[call]]);
+        assert_string_equal(cursor, ids[expected[call]]);
+        delivery_job_list_free(jobs, count);
+    }
+    for (int i = 0; i < 3; i++)
+        integration_release(&integrations[i]);
+}
+
+static void claim_capped_expired_lease(void **state)
+{
+    struct fixture *fx = *state;
+    struct integration integration;
+    struct delivery d;
+    struct delivery_job *jobs = NULL;
+    size_t count = 0;
+    char cursor[ID_LEN + 1] = "";
+    struct integration_load load;
+    struct claim_request request = {
+        .owner = "worker-b",
+        .now_ms = T0 + LEASE_MS + 1,
+        .lease_ms = LEASE_MS,
+        .limit = 10,
+        .per_integration_limit = 1,
+        .loads = &load,
+        .load_count = 1,
+    };
+
+    create_integration(fx, fx->user.id, ALL_EVENTS, &integration);
+    create_delivery(fx, &integration, T0, &d);
+    claim(fx, "worker-a", T0, 1, &jobs, &count);
+    assert_int_equal(count, 1);
+    delivery_job_list_free(jobs, count);
+
+    /* The expired lease counts against the cap like any other job. */
+    snprintf(load.integration_id, sizeof(load.integration_id), "%s", integration.id);
+    load.claimed = 1;
+    claim_capped(fx, &request, cursor, &jobs, &count);
+    assert_int_equal(count, 0);
+    delivery_job_list_free(jobs, count);
+
+    load.claimed = 0;
+    claim_capped(fx, &request, cursor, &jobs, &count);
+    assert_int_equal(count, 1);
+    assert_string_equal(jobs[0].delivery_id, d.id);
+    delivery_job_list_free(jobs, count);
+    assert_int_equal(query_int(fx->path, "SELECT COUNT(*) FROM deliveries "
+                                         "WHERE lease_owner = 'worker-b'"),
+                     1);
+    integration_release(&integration);
+}
+
+static void next_due_across_integrations(void **state)
+{
+    struct fixture *fx = *state;
+    struct integration first;
+    struct integration second;
+    struct delivery d;
+    int64_t due = 0;
+    struct bh_error err;
+
+    create_integration_with_id(fx, "aaaaaaaaaaaaaaaaaaaaaaa1", &first);
+    create_integration_with_id(fx, "aaaaaaaaaaaaaaaaaaaaaaa2", &second);
+    create_delivery(fx, &first, T0 + 9000, &d);
+    create_delivery(fx, &second, T0 + 7000, &d);
+    create_delivery(fx, &second, T0 + 8000, &d);
+
+    assert_int_equal(store_delivery_next_due(fx->store, &due, &err), 0);
+    assert_int_equal(due, T0 + 7000);
+    integration_release(&first);
+    integration_release(&second);
+}
+
+/* ---- Batched outcomes ---- */
+
+/* The outcomes of one sequence, applied to deliveries d[0..3] of one integration. */
+static void fill_sequence(const struct delivery d[4], const char *owner,
+                          struct attempt_outcome out[4])
+{
+    out[0] = outcome_for(&d[0], owner, DELIVERY_FAILED);
+    out[0].error = "HTTP 500";
+    out[0].http_status = 500;
+    out[1] = outcome_for(&d[1], owner, DELIVERY_SUCCEEDED);
+    out[1].started_ms = T0 + 3000;
+    out[2] = outcome_for(&d[2], owner, DELIVERY_PENDING);
+    out[2].started_ms = T0 + 2000;
+    out[3] = outcome_for(&d[3], owner, DELIVERY_SUCCEEDED);
+    out[3].started_ms = T0 + 500;
+    out[3].response_excerpt = NULL;
+    out[3].response_excerpt_len = 0;
+}
+
+static void assert_same_delivery(struct fixture *fx, const char *batched_id, const char *single_id)
+{
+    struct delivery a;
+    struct delivery b;
+    struct attempt *attempts_a = NULL;
+    struct attempt *attempts_b = NULL;
+    size_t count_a = 0;
+    size_t count_b = 0;
+    struct bh_error err;
+
+    assert_int_equal(store_delivery_get(fx->store, fx->user.id, batched_id, &a, &err), 0);
+    assert_int_equal(store_delivery_get(fx->store, fx->user.id, single_id, &b, &err), 0);
+    assert_int_equal(a.state, b.state);
+    assert_int_equal(a.attempts, b.attempts);
+    assert_int_equal(a.next_attempt_ms, b.next_attempt_ms);
+    assert_int_equal(a.last_http_status, b.last_http_status);
+    assert_int_equal(a.updated_ms, b.updated_ms);
+    if (b.last_error == NULL)
+        assert_null(a.last_error);
+    else
+        assert_string_equal(a.last_error, b.last_error);
+    delivery_release(&a);
+    delivery_release(&b);
+
+    assert_int_equal(store_attempt_list(fx->store, batched_id, &attempts_a, &count_a, &err), 0);
+    assert_int_equal(store_attempt_list(fx->store, single_id, &attempts_b, &count_b, &err), 0);
+    assert_int_equal(count_a, 1);
+    assert_int_equal(count_b, 1);
+    assert_int_equal(attempts_a[0].number, attempts_b[0].number);
+    assert_int_equal(attempts_a[0].started_ms, attempts_b[0].started_ms);
+    assert_int_equal(attempts_a[0].duration_ms, attempts_b[0].duration_ms);
+    assert_int_equal(attempts_a[0].http_status, attempts_b[0].http_status);
+    assert_int_equal(attempts_a[0].response_excerpt_len, attempts_b[0].response_excerpt_len);
+    attempt_list_free(attempts_a, count_a);
+    attempt_list_free(attempts_b, count_b);
+}
+
+static void finish_batch_matches_single(void **state)
+{
+    struct fixture *fx = *state;
+    struct integration batched;
+    struct integration single;
+    struct integration loaded_batched;
+    struct integration loaded_single;
+    struct delivery db[4];
+    struct delivery ds[4];
+    struct attempt_outcome ob[4];
+    struct attempt_outcome os[4];
+    struct delivery_job *jobs = NULL;
+    size_t count = 0;
+    int results[4] = {1, 1, 1, 1};
+    struct bh_error err;
+
+    create_integration(fx, fx->user.id, ALL_EVENTS, &batched);
+    create_integration(fx, fx->user.id, ALL_EVENTS, &single);
+    for (int i = 0; i < 4; i++) {
+        create_delivery(fx, &batched, T0, &db[i]);
+        create_delivery(fx, &single, T0, &ds[i]);
+    }
+    claim(fx, "worker-a", T0, 8, &jobs, &count);
+    assert_int_equal(count, 8);
+    delivery_job_list_free(jobs, count);
+
+    fill_sequence(db, "worker-a", ob);
+    fill_sequence(ds, "worker-a", os);
+    assert_int_equal(store_delivery_finish_batch(fx->store, ob, 4, results, &err), 0);
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(results[i], 0);
+        assert_int_equal(store_delivery_finish(fx->store, &os[i], &err), 0);
+    }
+
+    for (int i = 0; i < 4; i++)
+        assert_same_delivery(fx, db[i].id, ds[i].id);
+
+    assert_int_equal(
+        store_integration_get(fx->store, fx->user.id, batched.id, &loaded_batched, &err), 0);
+    assert_int_equal(store_integration_get(fx->store, fx->user.id, single.id, &loaded_single, &err),
+                     0);
+    assert_int_equal(loaded_batched.delivered, 2);
+    assert_int_equal(loaded_batched.delivered, loaded_single.delivered);
+    assert_int_equal(loaded_batched.failed, 1);
+    assert_int_equal(loaded_batched.failed, loaded_single.failed);
+    assert_int_equal(loaded_batched.status, loaded_single.status);
+    assert_int_equal(loaded_batched.status, INTEGRATION_ACTIVE);
+    assert_int_equal(loaded_batched.last_delivery_ms, T0 + 3250);
+    assert_int_equal(loaded_batched.last_delivery_ms, loaded_single.last_delivery_ms);
+    /* The last failed attempt in order is the retry, not the earlier failure. */
+    assert_string_equal(loaded_batched.last_error, "HTTP 503 Service Unavailable");
+    assert_string_equal(loaded_batched.last_error, loaded_single.last_error);
+    assert_int_equal(loaded_batched.last_error_ms, T0 + 2250);
+    assert_int_equal(loaded_batched.last_error_ms, loaded_single.last_error_ms);
+    integration_release(&loaded_batched);
+    integration_release(&loaded_single);
+    integration_release(&batched);
+    integration_release(&single);
+}
+
+static void finish_batch_lost_lease_isolated(void **state)
+{
+    struct fixture *fx = *state;
+    struct integration integration;
+    struct integration loaded;
+    struct delivery d[3];
+    struct delivery after;
+    struct attempt_outcome o[3];
+    struct delivery_job *jobs = NULL;
+    struct attempt *attempts = NULL;
+    size_t count = 0;
+    int results[3];
+    struct bh_error err;
+
+    create_integration(fx, fx->user.id, ALL_EVENTS, &integration);
+    for (int i = 0; i < 3; i++)
+        create_delivery(fx, &integration, T0, &d[i]);
+    claim(fx, "worker-a", T0, 3, &jobs, &count);
+    assert_int_equal(count, 3);
+    delivery_job_list_free(jobs, count);
+
+    for (int i = 0; i < 3; i++)
+        o[i] = outcome_for(&d[i], "worker-a", DELIVERY_SUCCEEDED);
+    o[1].lease_owner = "worker-b";
+    assert_int_equal(store_delivery_finish_batch(fx->store, o, 3, results, &err), 0);
+    assert_int_equal(results[0], 0);
+    assert_int_equal(results[1], BH_ERR_NOT_FOUND);
+    assert_int_equal(results[2], 0);
+
+    assert_int_equal(store_delivery_get(fx->store, fx->user.id, d[1].id, &after, &err), 0);
+    assert_int_equal(after.state, DELIVERY_PENDING);
+    assert_int_equal(after.attempts, 0);
+    delivery_release(&after);
+    assert_int_equal(store_attempt_list(fx->store, d[1].id, &attempts, &count, &err), 0);
+    assert_int_equal(count, 0);
+    attempt_list_free(attempts, count);
+    assert_int_equal(store_delivery_get(fx->store, fx->user.id, d[2].id, &after, &err), 0);
+    assert_int_equal(after.state, DELIVERY_SUCCEEDED);
+    delivery_release(&after);
+
+    assert_int_equal(store_integration_get(fx->store, fx->user.id, integration.id, &loaded, &err),
+                     0);
+    assert_int_equal(loaded.delivered, 2);
+    integration_release(&loaded);
+    integration_release(&integration);
+}
+
+static void finish_batch_failed_row_isolated(void **state)
+{
+    struct fixture *fx = *state;
+    struct integration integration;
+    struct integration loaded;
+    struct delivery d[3];
+    struct delivery after;
+    struct attempt_outcome o[3];
+    struct delivery_job *jobs = NULL;
+    size_t count = 0;
+    int results[3];
+    char sql[256];
+    struct bh_error err;
+
+    create_integration(fx, fx->user.id, ALL_EVENTS, &integration);
+    for (int i = 0; i < 3; i++)
+        create_delivery(fx, &integration, T0, &d[i]);
+    claim(fx, "worker-a", T0, 3, &jobs, &count);
+    delivery_job_list_free(jobs, count);
+
+    /* An attempt row already numbered 1 makes the middle outcome's insert fail. */
+    snprintf(sql, sizeof(sql),
+             "INSERT INTO attempts (delivery_id, number, started_ms, duration_ms, http_status) "
+             "VALUES ('%s', 1, 0, 0, 0)",
+             d[1].id);
+    exec_raw(fx->path, sql);
+
+    for (int i = 0; i < 3; i++)
+        o[i] = outcome_for(&d[i], "worker-a", DELIVERY_SUCCEEDED);
+    assert_int_equal(store_delivery_finish_batch(fx->store, o, 3, results, &err), 0);
+    assert_int_equal(results[0], 0);
+    assert_int_equal(results[1], BH_ERR_CONFLICT);
+    assert_int_equal(results[2], 0);
+
+    /* Only the failed outcome is undone, its delivery update included. */
+    assert_int_equal(store_delivery_get(fx->store, fx->user.id, d[1].id, &after, &err), 0);
+    assert_int_equal(after.state, DELIVERY_PENDING);
+    assert_int_equal(after.attempts, 0);
+    delivery_release(&after);
+    for (int i = 0; i < 3; i += 2) {
+        assert_int_equal(store_delivery_get(fx->store, fx->user.id, d[i].id, &after, &err), 0);
+        assert_int_equal(after.state, DELIVERY_SUCCEEDED);
+        delivery_release(&after);
+    }
+    assert_int_equal(store_integration_get(fx->store, fx->user.id, integration.id, &loaded, &err),
+                     0);
+    assert_int_equal(loaded.delivered, 2);
+    integration_release(&loaded);
+    integration_release(&integration);
+}
+
+static void finish_batch_in_transaction(void **state)
+{
+    struct fixture *fx = *state;
+    struct integration integration;
+    struct delivery d;
+    struct attempt_outcome o;
+    struct delivery_job *jobs = NULL;
+    size_t count = 0;
+    int result = 1;
+    struct bh_error err;
+
+    create_integration(fx, fx->user.id, ALL_EVENTS, &integration);
+    create_delivery(fx, &integration, T0, &d);
+    claim(fx, "worker-a", T0, 1, &jobs, &count);
+    delivery_job_list_free(jobs, count);
+
+    /* Inside the caller's transaction, the batch commits or rolls back with it. */
+    o = outcome_for(&d, "worker-a", DELIVERY_SUCCEEDED);
+    assert_int_equal(store_begin(fx->store, &err), 0);
+    assert_int_equal(store_delivery_finish_batch(fx->store, &o, 1, &result, &err), 0);
+    assert_int_equal(result, 0);
+    store_rollback(fx->store);
+    assert_int_equal(query_int(fx->path, "SELECT COUNT(*) FROM attempts"), 0);
+
+    assert_int_equal(store_begin(fx->store, &err), 0);
+    assert_int_equal(store_delivery_finish_batch(fx->store, &o, 1, &result, &err), 0);
+    assert_int_equal(store_commit(fx->store, &err), 0);
+    assert_int_equal(query_int(fx->path, "SELECT COUNT(*) FROM attempts"), 1);
+    integration_release(&integration);
+}
+
 /* ---- Two connections ---- */
 
 #define CONCURRENT_DELIVERIES 40
@@ -1368,10 +1874,20 @@ int main(void)
         STORE_TEST(finish_retry_then_failure),
         STORE_TEST(finish_success_after_failure),
         STORE_TEST(finish_wrong_owner_not_found),
+        STORE_TEST(finish_row_ref_checked),
         STORE_TEST(finish_in_transaction_keeps_caller),
         STORE_TEST(integration_delete_cascades),
         STORE_TEST(next_due_reports_earliest),
         STORE_TEST(release_all_leases_frees_claims),
+        STORE_TEST(claim_capped_limits_integration),
+        STORE_TEST(claim_capped_oldest_first),
+        STORE_TEST(claim_capped_takes_turns),
+        STORE_TEST(claim_capped_expired_lease),
+        STORE_TEST(next_due_across_integrations),
+        STORE_TEST(finish_batch_matches_single),
+        STORE_TEST(finish_batch_lost_lease_isolated),
+        STORE_TEST(finish_batch_failed_row_isolated),
+        STORE_TEST(finish_batch_in_transaction),
         STORE_TEST(two_connections_claim_and_insert),
     };
 
