@@ -170,6 +170,7 @@ struct ingest *ingest_start(const char *store_location, struct dispatcher *dispa
         bh_error_set(err, BH_ERR_INTERNAL, "", "could not start the ingest thread");
         return NULL;
     }
+    pthread_setname_np(ingest->thread, "bh-ingest");
     return ingest;
 }
 

@@ -1460,12 +1460,15 @@ static int start_threads(struct dispatcher *dispatcher, struct bh_error *err)
         return bh_error_set(err, BH_ERR_INTERNAL, "", "could not start the store thread: %s",
                             strerror(result));
     dispatcher->store_thread_started = true;
+    /* Thread names show in top -H and perf; Linux allows 15 characters. */
+    pthread_setname_np(dispatcher->store_thread, "bh-results");
 
     result = pthread_create(&dispatcher->thread, NULL, transfer_main, dispatcher);
     if (result != 0)
         return bh_error_set(err, BH_ERR_INTERNAL, "", "could not start the transfer thread: %s",
                             strerror(result));
     dispatcher->thread_started = true;
+    pthread_setname_np(dispatcher->thread, "bh-transfers");
     return 0;
 }
 
