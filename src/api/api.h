@@ -105,6 +105,8 @@ unsigned int http_status_for(int status);
 int json_reject_unknown_fields(json_t *object, const char *const *allowed, const char *path,
                                struct bh_error *err);
 json_t *json_time_or_null(int64_t unix_ms);
+/* Returns a campaign mapping's JSON form (campaigns.c). */
+json_t *mapping_to_json(const struct mapping *mapping);
 
 /*
  * Record helpers (records.c), shared by the record endpoints and event ingest.
@@ -139,10 +141,22 @@ int handle_integration_get(struct api_context *, struct request *, struct respon
                            struct bh_error *);
 int handle_integration_delete(struct api_context *, struct request *, struct response *,
                               struct bh_error *);
+int handle_integration_update(struct api_context *, struct request *, struct response *,
+                              struct bh_error *);
+int handle_integration_secret_get(struct api_context *, struct request *, struct response *,
+                                  struct bh_error *);
+int handle_integration_secret_rotate(struct api_context *, struct request *, struct response *,
+                                     struct bh_error *);
 int handle_mapping_create(struct api_context *, struct request *, struct response *,
                           struct bh_error *);
 int handle_mapping_list(struct api_context *, struct request *, struct response *,
                         struct bh_error *);
+int handle_mapping_update(struct api_context *, struct request *, struct response *,
+                          struct bh_error *);
+int handle_mapping_delete(struct api_context *, struct request *, struct response *,
+                          struct bh_error *);
+int handle_lead_export(struct api_context *, struct request *, struct response *,
+                       struct bh_error *);
 int handle_campaign_put(struct api_context *, struct request *, struct response *,
                         struct bh_error *);
 int handle_campaign_get(struct api_context *, struct request *, struct response *,

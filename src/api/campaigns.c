@@ -11,7 +11,7 @@
 #include "core/clock.h"
 #include "util/log.h"
 
-static json_t *mapping_to_json(const struct mapping *mapping)
+json_t *mapping_to_json(const struct mapping *mapping)
 {
     return json_pack("{s:s, s:s, s:o, s:b, s:o, s:o}", "campaignId", mapping->campaign_id,
                      "integrationId", mapping->integration_id, "events",
@@ -57,7 +57,7 @@ static int read_mapping_request(json_t *input, const struct integration *integra
     mapping->active = true;
     if (active) {
         if (!json_is_boolean(active))
-            return bh_error_set(err, BH_ERR_INVALID, "active", "active must be true or false");
+            return bh_error_set(err, BH_ERR_MALFORMED, "active", "active must be true or false");
         mapping->active = json_is_true(active);
     }
     return BH_OK;

@@ -1,4 +1,7 @@
-/* /v1/integrations: create, list, get and delete webhooks. */
+/*
+ * /v1/integrations: create, list, read, edit and delete webhooks, and reveal or rotate their
+ * signing secrets.
+ */
 #include <stdlib.h>
 #include <string.h>
 
@@ -107,4 +110,149 @@ int handle_integration_delete(struct api_context *api, struct request *request,
              request->user.id);
     response->status = MHD_HTTP_NO_CONTENT;
     return BH_OK;
+}
+
+/* A time for updatedAt that is later than the stored one, even within one millisecond. */
+static int64_t next_updated_ms(int64_t stored_ms)
+{
+    int64_t now_ms = clock_now_ms();
+
+    return now_ms > stored_ms ? now_ms : stored_ms + 1;
+}
+
+static json_t *mapping_changes_to_json(const struct mapping *changed, size_t count)
+{
+    json_t *array = json_array();
+
+    for (size_t i = 0; i < count; i++)
+        json_array_append_new(array, json_pack("{s:s, s:o}", "campaignId", changed[i].campaign_id,
+                                               "events", event_mask_to_json(changed[i].events)));
+    return array;
+}
+
+/*
+ * Edits an integration (PATCH /v1/integrations/{id}) with the fields and rules of create, all
+ * optional. The response shows the secret only when this update turned signing on, and lists
+ * the campaign mappings that lost events because the integration's events shrank.
+ */
+int handle_integration_update(struct api_context *api, struct request *request,
+                              struct response *response, struct bh_error *err)
+{
+    struct integration integration;
+    struct mapping *changed = NULL;
+    size_t changed_count = 0;
+    bool secret_created = false;
+    json_t *input = NULL;
+    int result;
+
+    integration_init(&integration);
+    result = request_json_object(request, &input, err);
+    if (result != BH_OK)
+        goto release;
+    result =
+        store_integration_get(api->store, request->user.id, request->params[0], &integration, err);
+    if (result == BH_ERR_NOT_FOUND)
+        result = not_found(request->params[0], err);
+    if (result != BH_OK)
+        goto release;
+    result = integration_update_from_json(input, api->targets, &integration, err);
+    if (result != BH_OK)
+        goto release;
+
+    if (integration.signing && !integration.secret) {
+        integration.secret = secret_generate();
+        secret_created = true;
+    }
+    integration.updated_ms = next_updated_ms(integration.updated_ms);
+    result = store_integration_update(api->store, &integration, &changed, &changed_count, err);
+    if (result == BH_ERR_NOT_FOUND)
+        result = not_found(request->params[0], err);
+    if (result != BH_OK)
+        goto release;
+
+    log_info("api", "integration updated integration=%s user=%s signing=%s mappings_changed=%zu",
+             integration.id, integration.user_id, integration.signing ? "on" : "off",
+             changed_count);
+    response->body = integration_to_json(&integration, secret_created);
+    json_object_set_new(response->body, "mappingsChanged",
+                        mapping_changes_to_json(changed, changed_count));
+
+release:
+    free(changed);
+    json_decref(input);
+    integration_release(&integration);
+    return result;
+}
+
+/* Reads the caller's integration and checks that it signs, so that it has a secret. */
+static int load_signing_integration(struct api_context *api, struct request *request,
+                                    struct integration *integration, struct bh_error *err)
+{
+    int result;
+
+    result =
+        store_integration_get(api->store, request->user.id, request->params[0], integration, err);
+    if (result == BH_ERR_NOT_FOUND)
+        return not_found(request->params[0], err);
+    if (result != BH_OK)
+        return result;
+    if (!integration->signing || !integration->secret)
+        return bh_error_set(err, BH_ERR_CONFLICT, "signing",
+                            "integration \"%s\" has signing turned off, so it has no secret; "
+                            "turn it on with PATCH /v1/integrations/%s and {\"signing\": true}",
+                            integration->id, integration->id);
+    return BH_OK;
+}
+
+int handle_integration_secret_get(struct api_context *api, struct request *request,
+                                  struct response *response, struct bh_error *err)
+{
+    struct integration integration;
+    int result;
+
+    integration_init(&integration);
+    result = load_signing_integration(api, request, &integration, err);
+    if (result == BH_OK) {
+        log_info("api", "integration secret revealed integration=%s user=%s", integration.id,
+                 integration.user_id);
+        response->body = json_pack("{s:s}", "secret", integration.secret);
+    }
+    integration_release(&integration);
+    return result;
+}
+
+/*
+ * Replaces the signing secret (POST /v1/integrations/{id}/secret/rotate). Workers read the
+ * secret when they claim a delivery, so every attempt claimed after this commit, retries
+ * included, signs with the new secret.
+ * NOTE: a job claimed before the commit but still queued in a worker signs with the old one.
+ */
+int handle_integration_secret_rotate(struct api_context *api, struct request *request,
+                                     struct response *response, struct bh_error *err)
+{
+    struct integration integration;
+    int result;
+
+    integration_init(&integration);
+    result = load_signing_integration(api, request, &integration, err);
+    if (result != BH_OK)
+        goto release;
+
+    free(integration.secret);
+    integration.secret = secret_generate();
+    integration.updated_ms = next_updated_ms(integration.updated_ms);
+    result = store_integration_update(api->store, &integration, NULL, NULL, err);
+    if (result == BH_ERR_NOT_FOUND)
+        result = not_found(request->params[0], err);
+    if (result != BH_OK)
+        goto release;
+
+    log_info("api", "integration secret rotated integration=%s user=%s", integration.id,
+             integration.user_id);
+    /* Besides GET .../secret, the only response that shows the new secret. */
+    response->body = json_pack("{s:s}", "secret", integration.secret);
+
+release:
+    integration_release(&integration);
+    return result;
 }

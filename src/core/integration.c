@@ -596,6 +596,34 @@ static json_t *stats_to_json(const struct integration *integration)
     return stats;
 }
 
+/*
+ * Returns the events in mask grouped by category, in catalog order:
+ * [{"category", "events": [{"type", "label"}]}]. The catalog lists each category's types
+ * together, so a new group starts whenever the category changes.
+ */
+static json_t *events_by_category(uint32_t mask)
+{
+    json_t *groups = json_array();
+    json_t *events = NULL;
+    const char *category = NULL;
+
+    for (int type = 0; type < EVENT_TYPE_COUNT; type++) {
+        const struct event_type_info *info = event_type_info((enum event_type)type);
+
+        if (!(mask & EVENT_MASK(type)))
+            continue;
+        if (!category || strcmp(category, info->category) != 0) {
+            events = json_array();
+            json_array_append_new(
+                groups, json_pack("{s:s, s:o}", "category", info->category, "events", events));
+            category = info->category;
+        }
+        json_array_append_new(events,
+                              json_pack("{s:s, s:s}", "type", info->name, "label", info->label));
+    }
+    return groups;
+}
+
 json_t *integration_to_json(const struct integration *integration, bool include_secret)
 {
     json_t *object = json_object();
@@ -610,6 +638,7 @@ json_t *integration_to_json(const struct integration *integration, bool include_
     json_object_set_new(object, "signatureVerification",
                         integration->signing ? json_null() : json_string(SIGNATURE_DISABLED_TEXT));
     json_object_set_new(object, "events", event_mask_to_json(integration->events));
+    json_object_set_new(object, "eventsByCategory", events_by_category(integration->events));
     json_object_set_new(object, "headers",
                         headers_to_json(integration->headers, integration->header_count));
     json_object_set_new(object, "maxRetries", json_integer(integration->max_retries));

@@ -33,6 +33,9 @@ struct store_ops {
                             size_t *count, struct bh_error *err);
     int (*integration_delete)(struct store *store, const char *user_id, const char *id,
                               struct bh_error *err);
+    int (*integration_update)(struct store *store, const struct integration *integration,
+                              struct mapping **changed, size_t *changed_count,
+                              struct bh_error *err);
 
     int (*record_get)(struct store *store, enum record_kind kind, const char *user_id,
                       const char *id, char **json_text, struct bh_error *err);
@@ -48,6 +51,12 @@ struct store_ops {
                         struct mapping **out, size_t *count, struct bh_error *err);
     int (*routes)(struct store *store, const char *user_id, const char *campaign_id, int type,
                   char (**ids)[ID_LEN + 1], size_t *count, struct bh_error *err);
+    int (*mapping_get)(struct store *store, const char *user_id, const char *campaign_id,
+                       const char *integration_id, struct mapping *out, struct bh_error *err);
+    int (*mapping_delete)(struct store *store, const char *user_id, const char *campaign_id,
+                          const char *integration_id, struct bh_error *err);
+    int (*lead_latest_campaign)(struct store *store, const char *user_id, const char *lead_id,
+                                char campaign_id[EXTERNAL_ID_MAX + 1], struct bh_error *err);
 
     int (*event_insert)(struct store *store, const struct event_record *event,
                         struct bh_error *err);

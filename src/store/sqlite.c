@@ -144,6 +144,9 @@ static const char *const migrations[] = {
     "  WHERE state = 'pending' AND lease_until_ms IS NULL;"
     "CREATE INDEX deliveries_leased ON deliveries(lease_until_ms, next_attempt_ms) "
     "  WHERE state = 'pending' AND lease_until_ms IS NOT NULL;",
+
+    /* 3: a lead export finds the lead's latest campaign without reading every event. */
+    "CREATE INDEX events_lead ON events(user_id, lead_id, created_ms);",
 };
 
 #define MIGRATION_COUNT ((int)(sizeof(migrations) / sizeof(migrations[0])))
@@ -175,6 +178,9 @@ enum statement_id {
     STMT_INTEGRATION_GET,
     STMT_INTEGRATION_LIST,
     STMT_INTEGRATION_DELETE,
+    STMT_INTEGRATION_UPDATE,
+    STMT_INTEGRATION_SHRINK_READ,
+    STMT_INTEGRATION_SHRINK,
     STMT_RECORD_GET,
     STMT_RECORD_PUT,
     STMT_RECORD_LIST,
@@ -197,6 +203,9 @@ enum statement_id {
     STMT_FINISH_ATTEMPT,
     STMT_FINISH_STATISTICS,
     STMT_RELEASE_LEASES,
+    STMT_MAPPING_GET,
+    STMT_MAPPING_DELETE,
+    STMT_LEAD_LATEST_CAMPAIGN,
     STMT_COUNT
 };
 
@@ -207,6 +216,18 @@ struct statement_def {
 
 /* Parameters are numbered in the order the functions below bind them. */
 static const struct statement_def statement_defs[STMT_COUNT] = {
+    [STMT_MAPPING_GET] = {"SELECT campaign_id, integration_id, events, active, created_ms, "
+                          "updated_ms FROM mappings WHERE user_id = ?1 AND campaign_id = ?2 "
+                          "AND integration_id = ?3",
+                          "read a campaign mapping"},
+    [STMT_MAPPING_DELETE] = {"DELETE FROM mappings WHERE user_id = ?1 AND campaign_id = ?2 "
+                             "AND integration_id = ?3",
+                             "delete a campaign mapping"},
+    /* rowid breaks ties between events accepted in the same millisecond. */
+    [STMT_LEAD_LATEST_CAMPAIGN] = {"SELECT campaign_id FROM events WHERE user_id = ?1 "
+                                   "AND lead_id = ?2 AND campaign_id IS NOT NULL "
+                                   "ORDER BY created_ms DESC, rowid DESC LIMIT 1",
+                                   "find the latest campaign of a lead"},
     [STMT_BEGIN] = {"BEGIN IMMEDIATE", "begin a transaction"},
     [STMT_COMMIT] = {"COMMIT", "commit the transaction"},
     [STMT_ROLLBACK] = {"ROLLBACK", "roll back the transaction"},
@@ -234,6 +255,24 @@ static const struct statement_def statement_defs[STMT_COUNT] = {
                                "list integrations"},
     [STMT_INTEGRATION_DELETE] = {"DELETE FROM integrations WHERE id = ?1 AND user_id = ?2",
                                  "delete an integration"},
+    [STMT_INTEGRATION_UPDATE] = {"UPDATE integrations SET name = ?1, url = ?2, provider = ?3, "
+                                 "signing = ?4, secret = ?5, events = ?6, headers = ?7, "
+                                 "max_retries = ?8, timeout_ms = ?9, updated_ms = ?10 "
+                                 "WHERE id = ?11 AND user_id = ?12",
+                                 "update an integration"},
+    /*
+     * Reads the mappings that enable events outside ?1, the new events, as the shrink leaves
+     * them.
+     */
+    [STMT_INTEGRATION_SHRINK_READ] = {"SELECT campaign_id, integration_id, events & ?1, active, "
+                                      "created_ms, ?2 FROM mappings "
+                                      "WHERE user_id = ?3 AND integration_id = ?4 "
+                                      "AND (events & ~?1) <> 0 ORDER BY campaign_id",
+                                      "read the mappings that an integration update changes"},
+    [STMT_INTEGRATION_SHRINK] = {"UPDATE mappings SET events = events & ?1, updated_ms = ?2 "
+                                 "WHERE user_id = ?3 AND integration_id = ?4 "
+                                 "AND (events & ~?1) <> 0",
+                                 "remove events from campaign mappings"},
     [STMT_RECORD_GET] = {"SELECT json FROM records WHERE user_id = ?1 AND kind = ?2 AND id = ?3",
                          "read a record"},
     [STMT_RECORD_PUT] = {"INSERT INTO records (user_id, kind, id, json, updated_ms) "
@@ -1107,6 +1146,115 @@ static int sqlite_integration_delete(struct store *store, const char *user_id, c
     if (status == 0 && sqlite3_changes(s->db) == 0)
         status = bh_error_set(err, BH_ERR_NOT_FOUND, "", "integration %s not found", id);
     return operation_end(s, nested, status, err);
+}
+
+/* ---- Integration updates ---- */
+
+static int write_integration_settings(struct sqlite_store *s, const struct integration *in,
+                                      struct bh_error *err)
+{
+    char *headers = custom_headers_to_text(in->headers, in->header_count);
+    struct query q;
+    int status;
+
+    query_start(&q, s, STMT_INTEGRATION_UPDATE);
+    bind_text(&q, in->name);
+    bind_text(&q, in->url);
+    bind_text(&q, in->provider);
+    bind_int(&q, in->signing);
+    bind_text(&q, in->signing ? in->secret : NULL);
+    bind_int(&q, in->events);
+    bind_text(&q, headers);
+    bind_int(&q, in->max_retries);
+    bind_int(&q, in->timeout_ms);
+    bind_int(&q, in->updated_ms);
+    bind_text(&q, in->id);
+    bind_text(&q, in->user_id);
+    status = query_exec(&q, err);
+    free(headers);
+    if (status == 0 && sqlite3_changes(s->db) == 0)
+        status = bh_error_set(err, BH_ERR_NOT_FOUND, "", "integration %s not found", in->id);
+    return status;
+}
+
+/* Binds the four parameters that the two shrink statements share. */
+static void bind_shrink(struct query *q, const struct integration *in)
+{
+    bind_int(q, in->events);
+    bind_int(q, in->updated_ms);
+    bind_text(q, in->user_id);
+    bind_text(q, in->id);
+}
+
+/* Reads the mappings that lose events, as they will be, then removes those events. */
+static int shrink_mappings(struct sqlite_store *s, const struct integration *in,
+                           struct mapping **out, size_t *count, struct bh_error *err)
+{
+    struct mapping *items = NULL;
+    size_t capacity = 0;
+    size_t n = 0;
+    struct query q;
+    int status;
+
+    query_start(&q, s, STMT_INTEGRATION_SHRINK_READ);
+    bind_shrink(&q, in);
+    while ((status = query_step(&q, err)) > 0) {
+        struct mapping *m;
+
+        items = grow(items, n, &capacity, sizeof(*items));
+        m = &items[n++];
+        column_text_copy(&q, m->campaign_id, sizeof(m->campaign_id));
+        column_text_copy(&q, m->integration_id, sizeof(m->integration_id));
+        m->events = (uint32_t)column_int(&q);
+        m->active = column_int(&q) != 0;
+        m->created_ms = column_int(&q);
+        m->updated_ms = column_int(&q);
+    }
+    query_end(&q);
+
+    if (status == 0 && n > 0) {
+        query_start(&q, s, STMT_INTEGRATION_SHRINK);
+        bind_shrink(&q, in);
+        status = query_exec(&q, err);
+    }
+    if (status < 0) {
+        free(items);
+        return status;
+    }
+    *out = items;
+    *count = n;
+    return 0;
+}
+
+static int sqlite_integration_update(struct store *store, const struct integration *integration,
+                                     struct mapping **changed, size_t *changed_count,
+                                     struct bh_error *err)
+{
+    struct sqlite_store *s = from_store(store);
+    struct mapping *items = NULL;
+    size_t n = 0;
+    bool nested;
+    int status;
+
+    if (changed) {
+        *changed = NULL;
+        *changed_count = 0;
+    }
+    status = operation_begin(s, &nested, err);
+    if (status < 0)
+        return status;
+    status = write_integration_settings(s, integration, err);
+    if (status == 0)
+        status = shrink_mappings(s, integration, &items, &n, err);
+    status = operation_end(s, nested, status, err);
+
+    if (status < 0 || !changed) {
+        free(items);
+        return status;
+    }
+    *changed = items;
+    *changed_count = n;
+    return 0;
 }
 
 /* ---- Records ---- */
@@ -2168,6 +2316,83 @@ static int sqlite_release_all_leases(struct store *store, struct bh_error *err)
     return run(from_store(store), STMT_RELEASE_LEASES, err);
 }
 
+/* ---- Mapping edits and lead lookups ---- */
+
+static void read_mapping(struct query *q, struct mapping *m)
+{
+    column_text_copy(q, m->campaign_id, sizeof(m->campaign_id));
+    column_text_copy(q, m->integration_id, sizeof(m->integration_id));
+    m->events = (uint32_t)column_int(q);
+    m->active = column_int(q) != 0;
+    m->created_ms = column_int(q);
+    m->updated_ms = column_int(q);
+}
+
+static int sqlite_mapping_get(struct store *store, const char *user_id, const char *campaign_id,
+                              const char *integration_id, struct mapping *out,
+                              struct bh_error *err)
+{
+    struct query q;
+    int status;
+
+    memset(out, 0, sizeof(*out));
+    query_start(&q, from_store(store), STMT_MAPPING_GET);
+    bind_text(&q, user_id);
+    bind_text(&q, campaign_id);
+    bind_text(&q, integration_id);
+    status = query_step(&q, err);
+    if (status > 0) {
+        read_mapping(&q, out);
+        status = 0;
+    } else if (status == 0) {
+        status = bh_error_set(err, BH_ERR_NOT_FOUND, "",
+                              "integration %s is not connected to campaign %s", integration_id,
+                              campaign_id);
+    }
+    query_end(&q);
+    return status;
+}
+
+static int sqlite_mapping_delete(struct store *store, const char *user_id,
+                                 const char *campaign_id, const char *integration_id,
+                                 struct bh_error *err)
+{
+    struct sqlite_store *s = from_store(store);
+    struct query q;
+    int status;
+
+    query_start(&q, s, STMT_MAPPING_DELETE);
+    bind_text(&q, user_id);
+    bind_text(&q, campaign_id);
+    bind_text(&q, integration_id);
+    status = query_exec(&q, err);
+    if (status == 0 && sqlite3_changes(s->db) == 0)
+        status = bh_error_set(err, BH_ERR_NOT_FOUND, "",
+                              "integration %s is not connected to campaign %s", integration_id,
+                              campaign_id);
+    return status;
+}
+
+static int sqlite_lead_latest_campaign(struct store *store, const char *user_id,
+                                       const char *lead_id, char campaign_id[EXTERNAL_ID_MAX + 1],
+                                       struct bh_error *err)
+{
+    struct query q;
+    int status;
+
+    campaign_id[0] = '\0';
+    query_start(&q, from_store(store), STMT_LEAD_LATEST_CAMPAIGN);
+    bind_text(&q, user_id);
+    bind_text(&q, lead_id);
+    status = query_step(&q, err);
+    if (status > 0) {
+        column_text_copy(&q, campaign_id, EXTERNAL_ID_MAX + 1);
+        status = 0;
+    }
+    query_end(&q);
+    return status;
+}
+
 static const struct store_ops sqlite_ops = {
     .close = sqlite_close,
     .begin = sqlite_begin,
@@ -2180,6 +2405,7 @@ static const struct store_ops sqlite_ops = {
     .integration_get = sqlite_integration_get,
     .integration_list = sqlite_integration_list,
     .integration_delete = sqlite_integration_delete,
+    .integration_update = sqlite_integration_update,
     .record_get = sqlite_record_get,
     .record_put = sqlite_record_put,
     .record_list = sqlite_record_list,
@@ -2197,4 +2423,7 @@ static const struct store_ops sqlite_ops = {
     .delivery_finish_batch = sqlite_delivery_finish_batch,
     .set_sync_commits = sqlite_set_sync_commits,
     .release_all_leases = sqlite_release_all_leases,
+    .mapping_get = sqlite_mapping_get,
+    .mapping_delete = sqlite_mapping_delete,
+    .lead_latest_campaign = sqlite_lead_latest_campaign,
 };

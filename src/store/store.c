@@ -111,6 +111,13 @@ int store_integration_delete(struct store *store, const char *user_id, const cha
     return store->ops->integration_delete(store, user_id, id, err);
 }
 
+int store_integration_update(struct store *store, const struct integration *integration,
+                             struct mapping **changed, size_t *changed_count, struct bh_error *err)
+{
+    metrics_add(METRIC_STORE_CALLS, 1);
+    return store->ops->integration_update(store, integration, changed, changed_count, err);
+}
+
 int store_record_get(struct store *store, enum record_kind kind, const char *user_id,
                      const char *id, char **json_text, struct bh_error *err)
 {
@@ -152,6 +159,27 @@ int store_routes(struct store *store, const char *user_id, const char *campaign_
 {
     metrics_add(METRIC_STORE_CALLS, 1);
     return store->ops->routes(store, user_id, campaign_id, type, ids, count, err);
+}
+
+int store_mapping_get(struct store *store, const char *user_id, const char *campaign_id,
+                      const char *integration_id, struct mapping *out, struct bh_error *err)
+{
+    metrics_add(METRIC_STORE_CALLS, 1);
+    return store->ops->mapping_get(store, user_id, campaign_id, integration_id, out, err);
+}
+
+int store_mapping_delete(struct store *store, const char *user_id, const char *campaign_id,
+                         const char *integration_id, struct bh_error *err)
+{
+    metrics_add(METRIC_STORE_CALLS, 1);
+    return store->ops->mapping_delete(store, user_id, campaign_id, integration_id, err);
+}
+
+int store_lead_latest_campaign(struct store *store, const char *user_id, const char *lead_id,
+                               char campaign_id[EXTERNAL_ID_MAX + 1], struct bh_error *err)
+{
+    metrics_add(METRIC_STORE_CALLS, 1);
+    return store->ops->lead_latest_campaign(store, user_id, lead_id, campaign_id, err);
 }
 
 int store_event_insert(struct store *store, const struct event_record *event, struct bh_error *err)

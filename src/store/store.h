@@ -178,6 +178,19 @@ void integration_list_free(struct integration *items, size_t count);
 /* Deletes the integration, its mappings, its deliveries and their attempts. */
 int store_integration_delete(struct store *store, const char *user_id, const char *id,
                              struct bh_error *err);
+/*
+ * Writes the settings of an existing integration, found by integration->id and ->user_id:
+ * name, url, provider, signing, secret (stored only while signing is on), events, headers,
+ * max_retries, timeout_ms and updated_ms. Statistics and created_ms are left as stored. In the
+ * same transaction, each campaign mapping of the integration that enables an event outside its
+ * new events loses those events; a mapping left with none stays, and delivers nothing until it
+ * is edited. *changed (when changed is not NULL) receives the mappings that lost events, as
+ * they are after the change, in campaign id order; the caller frees it with free(). Returns
+ * BH_ERR_NOT_FOUND, with nothing written, when the integration is missing or another user's.
+ */
+int store_integration_update(struct store *store, const struct integration *integration,
+                             struct mapping **changed, size_t *changed_count,
+                             struct bh_error *err);
 
 /* Leads, campaigns and LinkedIn accounts, stored as canonical JSON text. */
 int store_record_get(struct store *store, enum record_kind kind, const char *user_id,
@@ -199,6 +212,19 @@ int store_mapping_list(struct store *store, const char *user_id, const char *cam
  * with the type enabled. ids is an array of ID_LEN + 1 strings. */
 int store_routes(struct store *store, const char *user_id, const char *campaign_id, int type,
                  char (**ids)[ID_LEN + 1], size_t *count, struct bh_error *err);
+/* Reads the mapping of one integration on one campaign; BH_ERR_NOT_FOUND when there is none. */
+int store_mapping_get(struct store *store, const char *user_id, const char *campaign_id,
+                      const char *integration_id, struct mapping *out, struct bh_error *err);
+/* Deletes one mapping, and nothing else; BH_ERR_NOT_FOUND when there is none. */
+int store_mapping_delete(struct store *store, const char *user_id, const char *campaign_id,
+                         const char *integration_id, struct bh_error *err);
+/*
+ * Copies into campaign_id the campaign of the lead's most recent event that has one, or sets
+ * it to "" when no event of the lead names a campaign. Events are ordered by when they were
+ * accepted. Scans the user's events.
+ */
+int store_lead_latest_campaign(struct store *store, const char *user_id, const char *lead_id,
+                               char campaign_id[EXTERNAL_ID_MAX + 1], struct bh_error *err);
 
 /* Events and deliveries. Call inside one transaction so both commit together. */
 int store_event_insert(struct store *store, const struct event_record *event,

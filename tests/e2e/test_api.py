@@ -40,6 +40,10 @@ def test_first_start_creates_user_once(start_server, tmp_path):
     output = open(server.stdout_path).read()
     assert output.count(key) == 1
     assert key not in server.log()
+    # Only the key's hash is stored.
+    for name in os.listdir(tmp_path):
+        if name.startswith("bearhook.db"):
+            assert key.encode() not in (tmp_path / name).read_bytes(), name
     server.stop()
     server.start()
     assert open(server.stdout_path).read().count("API key") == 1

@@ -520,9 +520,14 @@ static void event_mask_subset_of_allowed(void **state)
 }
 
 static const char *const output_keys[] = {
-    "id",        "name",      "url",        "provider",  "signing", "signatureVerification",
-    "events",    "headers",   "maxRetries", "timeoutMs", "status",  "stats",
-    "createdAt", "updatedAt",
+    "id",        "name",
+    "url",       "provider",
+    "signing",   "signatureVerification",
+    "events",    "eventsByCategory",
+    "headers",   "maxRetries",
+    "timeoutMs", "status",
+    "stats",     "createdAt",
+    "updatedAt",
 };
 
 static void fill_sample(struct integration *integration)
