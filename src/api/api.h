@@ -107,6 +107,13 @@ int json_reject_unknown_fields(json_t *object, const char *const *allowed, const
 json_t *json_time_or_null(int64_t unix_ms);
 /* Returns a campaign mapping's JSON form (campaigns.c). */
 json_t *mapping_to_json(const struct mapping *mapping);
+/*
+ * Applies "events" and "active" from input over mapping, rejecting fields not in allowed (a
+ * NULL-terminated list). Events must be among the integration's (campaigns.c).
+ */
+int mapping_apply_json(json_t *input, const char *const *allowed,
+                       const struct integration *integration, struct mapping *mapping,
+                       struct bh_error *err);
 
 /*
  * Record helpers (records.c), shared by the record endpoints and event ingest.

@@ -1,7 +1,7 @@
 /*
  * /v1/campaigns/{id}/integrations: connect an integration to a campaign and list the mappings.
  *
- * A mapping's enabled events must be a subset of its integration's allowed events; with no
+ * A mapping's enabled events must be a subset of its integration's allowed events. Without
  * "events" in the request, all of the integration's events are enabled.
  */
 #include <stdlib.h>
@@ -35,10 +35,10 @@ static bool mapping_exists(struct api_context *api, const char *user_id, const c
     return found;
 }
 
-static int read_mapping_request(json_t *input, const struct integration *integration,
-                                struct mapping *mapping, struct bh_error *err)
+int mapping_apply_json(json_t *input, const char *const *allowed,
+                       const struct integration *integration, struct mapping *mapping,
+                       struct bh_error *err)
 {
-    static const char *const allowed[] = {"integrationId", "events", "active", NULL};
     json_t *events = json_object_get(input, "events");
     json_t *active = json_object_get(input, "active");
     int result;
@@ -46,15 +46,12 @@ static int read_mapping_request(json_t *input, const struct integration *integra
     result = json_reject_unknown_fields(input, allowed, NULL, err);
     if (result != BH_OK)
         return result;
-
-    mapping->events = integration->events;
     if (events) {
         result = event_names_to_mask(events, integration->events, "events", &mapping->events,
                                      err);
         if (result != BH_OK)
             return result;
     }
-    mapping->active = true;
     if (active) {
         if (!json_is_boolean(active))
             return bh_error_set(err, BH_ERR_MALFORMED, "active", "active must be true or false");
@@ -66,6 +63,7 @@ static int read_mapping_request(json_t *input, const struct integration *integra
 int handle_mapping_create(struct api_context *api, struct request *request,
                           struct response *response, struct bh_error *err)
 {
+    static const char *const create_fields[] = {"integrationId", "events", "active", NULL};
     const char *campaign_id = request->params[0];
     struct integration integration;
     struct mapping mapping;
@@ -99,7 +97,10 @@ int handle_mapping_create(struct api_context *api, struct request *request,
                               json_string_value(integration_id));
     if (result != BH_OK)
         goto release;
-    result = read_mapping_request(input, &integration, &mapping, err);
+    /* A new mapping enables all of the integration's events unless the request lists some. */
+    mapping.events = integration.events;
+    mapping.active = true;
+    result = mapping_apply_json(input, create_fields, &integration, &mapping, err);
     if (result != BH_OK)
         goto release;
 

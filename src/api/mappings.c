@@ -55,34 +55,10 @@ static int find_mapping(struct api_context *api, const struct request *request,
     return result;
 }
 
-/* Applies "active" and "events" from input to mapping, and rejects any other field. */
-static int apply_mapping_patch(json_t *input, const struct integration *integration,
-                               struct mapping *mapping, struct bh_error *err)
-{
-    static const char *const allowed[] = {"events", "active", NULL};
-    json_t *events = json_object_get(input, "events");
-    json_t *active = json_object_get(input, "active");
-    int result;
-
-    result = json_reject_unknown_fields(input, allowed, NULL, err);
-    if (result != BH_OK)
-        return result;
-    if (events) {
-        result = event_names_to_mask(events, integration->events, "events", &mapping->events, err);
-        if (result != BH_OK)
-            return result;
-    }
-    if (active) {
-        if (!json_is_boolean(active))
-            return bh_error_set(err, BH_ERR_MALFORMED, "active", "active must be true or false");
-        mapping->active = json_is_true(active);
-    }
-    return BH_OK;
-}
-
 int handle_mapping_update(struct api_context *api, struct request *request,
                           struct response *response, struct bh_error *err)
 {
+    static const char *const patch_fields[] = {"events", "active", NULL};
     struct integration integration;
     struct mapping mapping;
     json_t *input = NULL;
@@ -93,7 +69,7 @@ int handle_mapping_update(struct api_context *api, struct request *request,
     if (result == BH_OK)
         result = request_json_object(request, &input, err);
     if (result == BH_OK)
-        result = apply_mapping_patch(input, &integration, &mapping, err);
+        result = mapping_apply_json(input, patch_fields, &integration, &mapping, err);
     if (result != BH_OK)
         goto release;
 

@@ -553,6 +553,17 @@ static void column_text_copy(struct query *q, char *out, size_t size)
     snprintf(out, size, "%s", text ? text : "");
 }
 
+/* Reads a mapping row: campaign_id, integration_id, events, active, created_ms, updated_ms. */
+static void read_mapping(struct query *q, struct mapping *m)
+{
+    column_text_copy(q, m->campaign_id, sizeof(m->campaign_id));
+    column_text_copy(q, m->integration_id, sizeof(m->integration_id));
+    m->events = (uint32_t)column_int(q);
+    m->active = column_int(q) != 0;
+    m->created_ms = column_int(q);
+    m->updated_ms = column_int(q);
+}
+
 /* Returns a NUL-terminated copy of a blob column and sets *len. SQL NULL returns NULL. */
 static char *column_blob_dup(struct query *q, size_t *len)
 {
@@ -1199,16 +1210,8 @@ static int shrink_mappings(struct sqlite_store *s, const struct integration *in,
     query_start(&q, s, STMT_INTEGRATION_SHRINK_READ);
     bind_shrink(&q, in);
     while ((status = query_step(&q, err)) > 0) {
-        struct mapping *m;
-
         items = grow(items, n, &capacity, sizeof(*items));
-        m = &items[n++];
-        column_text_copy(&q, m->campaign_id, sizeof(m->campaign_id));
-        column_text_copy(&q, m->integration_id, sizeof(m->integration_id));
-        m->events = (uint32_t)column_int(&q);
-        m->active = column_int(&q) != 0;
-        m->created_ms = column_int(&q);
-        m->updated_ms = column_int(&q);
+        read_mapping(&q, &items[n++]);
     }
     query_end(&q);
 
@@ -1383,16 +1386,8 @@ static int sqlite_mapping_list(struct store *store, const char *user_id, const c
     bind_text(&q, user_id);
     bind_text(&q, campaign_id);
     while ((status = query_step(&q, err)) > 0) {
-        struct mapping *m;
-
         items = grow(items, n, &capacity, sizeof(*items));
-        m = &items[n++];
-        column_text_copy(&q, m->campaign_id, sizeof(m->campaign_id));
-        column_text_copy(&q, m->integration_id, sizeof(m->integration_id));
-        m->events = (uint32_t)column_int(&q);
-        m->active = column_int(&q) != 0;
-        m->created_ms = column_int(&q);
-        m->updated_ms = column_int(&q);
+        read_mapping(&q, &items[n++]);
     }
     query_end(&q);
 
@@ -2317,16 +2312,6 @@ static int sqlite_release_all_leases(struct store *store, struct bh_error *err)
 }
 
 /* ---- Mapping edits and lead lookups ---- */
-
-static void read_mapping(struct query *q, struct mapping *m)
-{
-    column_text_copy(q, m->campaign_id, sizeof(m->campaign_id));
-    column_text_copy(q, m->integration_id, sizeof(m->integration_id));
-    m->events = (uint32_t)column_int(q);
-    m->active = column_int(q) != 0;
-    m->created_ms = column_int(q);
-    m->updated_ms = column_int(q);
-}
 
 static int sqlite_mapping_get(struct store *store, const char *user_id, const char *campaign_id,
                               const char *integration_id, struct mapping *out,
