@@ -5,7 +5,7 @@
  * An export is a manual choice of one integration, so it goes there whatever the campaign
  * mappings and the integration's allowed events. It is a real delivery, durable and
  * retried like any other: the event and its delivery commit in one transaction before the
- * answer, and the caller follows the outcome with GET /v1/deliveries/{id}. The handler runs
+ * response, and the caller follows the outcome with GET /v1/deliveries/{id}. The handler runs
  * under the store lock, on the API's own store connection.
  */
 #include <stdlib.h>
