@@ -186,5 +186,11 @@ int handle_event_create(struct api_context *, struct request *, struct response 
                         struct bh_error *);
 int handle_delivery_get(struct api_context *, struct request *, struct response *,
                         struct bh_error *);
+int handle_delivery_list(struct api_context *, struct request *, struct response *,
+                         struct bh_error *);
+int handle_delivery_redeliver(struct api_context *, struct request *, struct response *,
+                              struct bh_error *);
+int handle_delivery_recover(struct api_context *, struct request *, struct response *,
+                            struct bh_error *);
 
 #endif

@@ -5,9 +5,17 @@
  * hands the event to the group committer (ingest.h), which calls event_accept inside a
  * transaction shared with other events. Each delivery's body is built there, once, and sent
  * byte for byte on every attempt.
+ *
+ * A request may carry the client's own "eventId". The first request with it stores its 202
+ * answer with the hash of its canonical body (compact JSON with sorted keys, so whitespace
+ * and key order do not count); a repeat with the same hash gets that answer again and writes
+ * nothing, and one with another hash gets 409. The committer runs a batch's events in order
+ * in one transaction, so a repeat in the same batch sees the first.
  */
 #include <stdlib.h>
 #include <string.h>
+
+#include <openssl/sha.h>
 
 #include "api/api.h"
 #include "api/ingest.h"
@@ -177,7 +185,7 @@ static int write_event(struct store *store, struct event_records *records,
     return result;
 }
 
-int event_accept(struct store *store, struct ingest_job *job, size_t *deliveries)
+static int accept_new_event(struct store *store, struct ingest_job *job, size_t *deliveries)
 {
     struct event_records records;
     struct event_record event = {0};
@@ -213,6 +221,116 @@ int event_accept(struct store *store, struct ingest_job *job, size_t *deliveries
     return BH_OK;
 }
 
+#define CLIENT_EVENT_ID_MAX 128
+
+/* The client's eventId, or NULL; handle_event_create checked its form. */
+static const char *client_event_id(const struct ingest_job *job)
+{
+    return json_string_value(json_object_get(job->input, "eventId"));
+}
+
+/* Writes the lowercase hex SHA-256 of the body as compact JSON with sorted keys. */
+static int hash_request(json_t *input, char out[2 * SHA256_DIGEST_LENGTH + 1],
+                        struct bh_error *err)
+{
+    static const char hex[] = "0123456789abcdef";
+    unsigned char digest[SHA256_DIGEST_LENGTH];
+    char *canonical = json_dumps(input, JSON_COMPACT | JSON_SORT_KEYS);
+
+    if (!canonical)
+        return bh_error_set(err, BH_ERR_INTERNAL, "", "could not serialize the event");
+    SHA256((const unsigned char *)canonical, strlen(canonical), digest);
+    free(canonical);
+    for (size_t i = 0; i < SHA256_DIGEST_LENGTH; i++) {
+        out[2 * i] = hex[digest[i] >> 4];
+        out[2 * i + 1] = hex[digest[i] & 0x0f];
+    }
+    out[2 * SHA256_DIGEST_LENGTH] = '\0';
+    return BH_OK;
+}
+
+/*
+ * Looks up the client's eventId. *replayed is true when the job got the stored answer; a
+ * different body with the same eventId is BH_ERR_CONFLICT. BH_OK with *replayed false means
+ * the event is new.
+ */
+static int replay_answer(struct store *store, struct ingest_job *job, const char *hash,
+                         bool *replayed)
+{
+    const char *id = client_event_id(job);
+    char *stored_hash = NULL;
+    char *answer = NULL;
+    int result;
+
+    *replayed = false;
+    result = store_idempotency_get(store, job->user.id, id, &stored_hash, &answer, &job->err);
+    if (result == BH_ERR_NOT_FOUND) {
+        bh_error_clear(&job->err);
+        return BH_OK;
+    }
+    if (result == BH_OK && strcmp(stored_hash, hash) != 0)
+        result = bh_error_set(&job->err, BH_ERR_CONFLICT, "eventId",
+                              "eventId %s was already reported with a different body; send "
+                              "the same body to repeat it, or use a new eventId",
+                              id);
+    if (result == BH_OK) {
+        job->answer = json_loads(answer, 0, NULL);
+        if (!job->answer)
+            result = bh_error_set(&job->err, BH_ERR_INTERNAL, "eventId",
+                                  "the stored answer for eventId %s is not JSON", id);
+        *replayed = job->answer != NULL;
+    }
+    free(stored_hash);
+    free(answer);
+    return result;
+}
+
+/* Stores the answer under the client's eventId, in the transaction of the event. */
+static int save_answer(struct store *store, struct ingest_job *job, const char *hash,
+                       int64_t created_ms)
+{
+    char *answer = json_dumps(job->answer, JSON_COMPACT);
+    int result;
+
+    if (!answer)
+        return bh_error_set(&job->err, BH_ERR_INTERNAL, "", "could not serialize the answer");
+    result = store_idempotency_put(store, job->user.id, client_event_id(job), hash, answer,
+                                   created_ms, &job->err);
+    free(answer);
+    /*
+     * The event and its deliveries are written already, and only a store failure rolls them
+     * back. So a key that another process saved meanwhile is reported as one: the committer
+     * rolls back, accepts this event alone, and then finds the key.
+     */
+    if (result == BH_ERR_CONFLICT)
+        result = bh_error_set(&job->err, BH_ERR_STORE, "eventId",
+                              "eventId %s was saved meanwhile by another writer",
+                              client_event_id(job));
+    return result;
+}
+
+int event_accept(struct store *store, struct ingest_job *job, size_t *deliveries)
+{
+    char hash[2 * SHA256_DIGEST_LENGTH + 1];
+    bool replayed = false;
+    int result;
+
+    bh_error_clear(&job->err);
+    if (!client_event_id(job))
+        return accept_new_event(store, job, deliveries);
+
+    result = hash_request(job->input, hash, &job->err);
+    if (result == BH_OK)
+        result = replay_answer(store, job, hash, &replayed);
+    job->replayed = replayed;
+    if (result != BH_OK || replayed)
+        return result;
+    result = accept_new_event(store, job, deliveries);
+    if (result == BH_OK)
+        result = save_answer(store, job, hash, clock_now_ms());
+    return result;
+}
+
 static int read_event_type(json_t *input, int *type, struct bh_error *err)
 {
     json_t *value = json_object_get(input, "type");
@@ -246,12 +364,43 @@ static int read_occurred_at(json_t *input, int64_t *occurred_ms, struct bh_error
     return BH_OK;
 }
 
+static bool is_client_id_char(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           c == '.' || c == '_' || c == ':' || c == '-';
+}
+
+/* eventId is optional: 1 to CLIENT_EVENT_ID_MAX characters of [A-Za-z0-9._:-]. */
+static int check_client_event_id(json_t *input, struct bh_error *err)
+{
+    json_t *value = json_object_get(input, "eventId");
+    const char *text;
+    size_t len;
+    bool valid;
+
+    if (!value)
+        return BH_OK;
+    if (!json_is_string(value))
+        return bh_error_set(err, BH_ERR_MALFORMED, "eventId", "eventId must be a string");
+    text = json_string_value(value);
+    len = strlen(text);
+    valid = len > 0 && len <= CLIENT_EVENT_ID_MAX && len == json_string_length(value);
+    for (size_t i = 0; i < len && valid; i++)
+        valid = is_client_id_char(text[i]);
+    if (!valid)
+        return bh_error_set(err, BH_ERR_INVALID, "eventId",
+                            "eventId must be 1 to %d characters of letters, digits, ., _, : "
+                            "or -",
+                            CLIENT_EVENT_ID_MAX);
+    return BH_OK;
+}
+
 int handle_event_create(struct api_context *api, struct request *request,
                         struct response *response, struct bh_error *err)
 {
     static const char *const allowed[] = {
         "type", "occurredAt", "lead", "leadId", "campaign", "campaignId", "linkedInAccount",
-        "linkedInAccountId", NULL};
+        "linkedInAccountId", "eventId", NULL};
     struct ingest_job *job;
     json_t *input = NULL;
     int type = -1;
@@ -265,6 +414,8 @@ int handle_event_create(struct api_context *api, struct request *request,
         result = read_event_type(input, &type, err);
     if (result == BH_OK)
         result = read_occurred_at(input, &occurred_ms, err);
+    if (result == BH_OK)
+        result = check_client_event_id(input, err);
     if (result != BH_OK) {
         json_decref(input);
         return result;

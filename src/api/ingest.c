@@ -34,6 +34,7 @@ void ingest_job_free(struct ingest_job *job)
 static void reset_outcome(struct ingest_job *job)
 {
     job->result = BH_OK;
+    job->replayed = false;
     bh_error_clear(&job->err);
     json_decref(job->answer);
     job->answer = NULL;
@@ -100,7 +101,7 @@ static void finish_batch(struct ingest *ingest, struct ingest_job *jobs, size_t 
     for (struct ingest_job *job = jobs; job; job = next) {
         next = job->next;
         job->next = NULL;
-        if (job->result == BH_OK)
+        if (job->result == BH_OK && !job->replayed)
             accepted++;
         /* From here the request thread owns the job again. */
         MHD_resume_connection(job->connection);

@@ -18,6 +18,7 @@
 #ifndef BEARHOOK_API_INGEST_H
 #define BEARHOOK_API_INGEST_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include <jansson.h>
@@ -40,6 +41,7 @@ struct ingest_job {
     int result;
     struct bh_error err;
     json_t *answer; /* the 202 body, owned */
+    bool replayed;  /* a repeated client eventId: the stored answer, nothing new accepted */
 
     struct ingest_job *next;
 };

@@ -35,6 +35,9 @@ static const struct route routes[] = {
     {"PUT", "/v1/linkedin-accounts/{id}", handle_account_put, 0},
     {"POST", "/v1/events", handle_event_create, ROUTE_UNLOCKED},
     {"GET", "/v1/deliveries/{id}", handle_delivery_get, 0},
+    {"GET", "/v1/integrations/{id}/deliveries", handle_delivery_list, 0},
+    {"POST", "/v1/integrations/{id}/recover", handle_delivery_recover, 0},
+    {"POST", "/v1/deliveries/{id}/redeliver", handle_delivery_redeliver, 0},
 };
 
 /* Matches one pattern; fills params only on a match. */

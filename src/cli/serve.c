@@ -7,16 +7,23 @@
  * exclusive lock on "<database>.dispatcher.lock", and because no other dispatcher can hold a
  * lease, it ends every lease at start, so work that a killed process had claimed is sent again
  * at once.
+ *
+ * The process that delivers also runs the retention purge on a thread and store connection
+ * of its own: finished deliveries with their attempts, and idempotency keys, older than the
+ * retention, in small transactions with a pause between them so claims and results are not
+ * held up behind a long delete.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "api/ingest.h"
@@ -24,9 +31,11 @@
 #include "cli/commands.h"
 #include "cli/config.h"
 #include "cli/setup.h"
+#include "core/clock.h"
 #include "delivery/dispatcher.h"
 #include "util/alloc.h"
 #include "util/log.h"
+#include "util/metrics.h"
 
 struct serve_settings {
     char *listen;
@@ -45,6 +54,9 @@ struct serve_settings {
     long long lease_margin_ms;
     long long max_request_bytes;
     char *log_level;
+    long long retention_days;
+    long long retention_ms;
+    long long retention_interval_ms;
 };
 
 #define FIELD(name) offsetof(struct serve_settings, name)
@@ -85,6 +97,13 @@ static const struct option_spec serve_options[] = {
      "bytes", "Largest request body the API accepts."},
     {"log-level", OPTION_STRING, FIELD(log_level), "info", 0, 0, NULL,
      "Lowest level logged: debug, info, warn or error."},
+    {"retention-days", OPTION_INT, FIELD(retention_days), "30", 0, 36500, "days",
+     "Age after which finished deliveries, their attempts and client eventIds are deleted; 0 "
+     "keeps them forever. Pending deliveries are never deleted."},
+    {"retention-ms", OPTION_INT, FIELD(retention_ms), "0", 0, 3153600000000LL, "ms",
+     "For tests: the retention in milliseconds, in place of --retention-days when above 0."},
+    {"retention-interval-ms", OPTION_INT, FIELD(retention_interval_ms), "60000", 10, 86400000,
+     "ms", "Time between two retention purges."},
 };
 
 #define SERVE_OPTION_COUNT (sizeof(serve_options) / sizeof(serve_options[0]))
@@ -147,6 +166,178 @@ static void block_signals(void)
     signal(SIGPIPE, SIG_IGN);
 }
 
+#define PURGE_BATCH 500          /* rows per purge transaction */
+#define PURGE_PAUSE_MS 20        /* between two purge transactions */
+#define PURGE_BATCHES_MAX 100000 /* per pass; bounds a pass at 50 million rows */
+
+struct retention {
+    pthread_t thread;
+    pthread_mutex_t lock;
+    pthread_cond_t wake; /* on CLOCK_MONOTONIC */
+    bool stopping;
+    struct store *store;
+    int64_t keep_ms;     /* finished rows older than this are deleted */
+    int64_t interval_ms; /* between passes */
+};
+
+/* Sleeps up to ms; false when the thread is told to stop. */
+static bool retention_sleep(struct retention *retention, int64_t ms)
+{
+    struct timespec until;
+    bool stopping;
+
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    until.tv_sec += (time_t)(ms / 1000);
+    until.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&retention->lock);
+    while (!retention->stopping &&
+           pthread_cond_timedwait(&retention->wake, &retention->lock, &until) == 0)
+        ;
+    stopping = retention->stopping;
+    pthread_mutex_unlock(&retention->lock);
+    return !stopping;
+}
+
+/* One purge transaction of finished deliveries; false once nothing older is left or on error. */
+static bool purge_deliveries(struct retention *retention, int64_t before_ms, size_t *deliveries,
+                             size_t *attempts)
+{
+    struct bh_error err;
+    size_t purged = 0, purged_attempts = 0;
+    int result;
+
+    bh_error_clear(&err);
+    result = store_begin(retention->store, &err);
+    if (result == BH_OK)
+        result = store_purge_finished(retention->store, before_ms, PURGE_BATCH, &purged,
+                                      &purged_attempts, &err);
+    if (result == BH_OK)
+        result = store_commit(retention->store, &err);
+    if (result != BH_OK) {
+        store_rollback(retention->store);
+        log_warn("retention", "purge of finished deliveries failed: %s", err.message);
+        return false;
+    }
+    *deliveries += purged;
+    *attempts += purged_attempts;
+    metrics_add(METRIC_DELIVERIES_PURGED, purged);
+    return purged == PURGE_BATCH;
+}
+
+/* One purge transaction of idempotency keys; false once nothing older is left or on error. */
+static bool purge_keys(struct retention *retention, int64_t before_ms, size_t *keys)
+{
+    struct bh_error err;
+    size_t purged = 0;
+    int result;
+
+    bh_error_clear(&err);
+    result = store_begin(retention->store, &err);
+    if (result == BH_OK)
+        result = store_purge_idempotency(retention->store, before_ms, PURGE_BATCH, &purged, &err);
+    if (result == BH_OK)
+        result = store_commit(retention->store, &err);
+    if (result != BH_OK) {
+        store_rollback(retention->store);
+        log_warn("retention", "purge of idempotency keys failed: %s", err.message);
+        return false;
+    }
+    *keys += purged;
+    return purged == PURGE_BATCH;
+}
+
+/* A pass logs at info when it deleted anything, and at debug otherwise. */
+static void retention_pass(struct retention *retention)
+{
+    int64_t before_ms = clock_now_ms() - retention->keep_ms;
+    size_t deliveries = 0, attempts = 0, keys = 0;
+    bool more = true;
+
+    for (int batch = 0; more && batch < PURGE_BATCHES_MAX; batch++) {
+        more = purge_deliveries(retention, before_ms, &deliveries, &attempts);
+        if (more)
+            more = retention_sleep(retention, PURGE_PAUSE_MS);
+    }
+    more = retention_sleep(retention, 0); /* false once told to stop */
+    for (int batch = 0; more && batch < PURGE_BATCHES_MAX; batch++) {
+        more = purge_keys(retention, before_ms, &keys);
+        if (more)
+            more = retention_sleep(retention, PURGE_PAUSE_MS);
+    }
+    if (deliveries + attempts + keys > 0)
+        log_info("retention", "purged deliveries=%zu attempts=%zu idempotency_keys=%zu "
+                 "older_than_ms=%lld",
+                 deliveries, attempts, keys, (long long)retention->keep_ms);
+    else
+        log_debug("retention", "purged nothing older_than_ms=%lld",
+                  (long long)retention->keep_ms);
+}
+
+static void *run_retention(void *arg)
+{
+    struct retention *retention = arg;
+
+    while (retention_sleep(retention, retention->interval_ms))
+        retention_pass(retention);
+    return NULL;
+}
+
+static void retention_stop(struct retention *retention)
+{
+    if (!retention)
+        return;
+    pthread_mutex_lock(&retention->lock);
+    retention->stopping = true;
+    pthread_cond_signal(&retention->wake);
+    pthread_mutex_unlock(&retention->lock);
+    pthread_join(retention->thread, NULL);
+    store_close(retention->store);
+    pthread_mutex_destroy(&retention->lock);
+    pthread_cond_destroy(&retention->wake);
+    free(retention);
+}
+
+/* Returns NULL with err unset when retention is off. */
+static struct retention *retention_start(const struct serve_settings *settings,
+                                         struct bh_error *err)
+{
+    struct retention *retention;
+    pthread_condattr_t attributes;
+
+    if (settings->retention_ms == 0 && settings->retention_days == 0)
+        return NULL;
+    retention = xcalloc(1, sizeof(*retention));
+    retention->keep_ms = settings->retention_ms > 0 ? settings->retention_ms
+                                                    : settings->retention_days * 86400000LL;
+    retention->interval_ms = settings->retention_interval_ms;
+    retention->store = store_open(settings->db, err);
+    if (!retention->store) {
+        free(retention);
+        return NULL;
+    }
+    /* A purge undone by a power loss runs again on the next pass. */
+    store_set_sync_commits(retention->store, false, NULL);
+    pthread_mutex_init(&retention->lock, NULL);
+    pthread_condattr_init(&attributes);
+    pthread_condattr_setclock(&attributes, CLOCK_MONOTONIC);
+    pthread_cond_init(&retention->wake, &attributes);
+    pthread_condattr_destroy(&attributes);
+    if (pthread_create(&retention->thread, NULL, run_retention, retention) != 0) {
+        store_close(retention->store);
+        pthread_mutex_destroy(&retention->lock);
+        pthread_cond_destroy(&retention->wake);
+        free(retention);
+        bh_error_set(err, BH_ERR_INTERNAL, "", "could not start the retention thread");
+        return NULL;
+    }
+    pthread_setname_np(retention->thread, "bh-retention");
+    return retention;
+}
+
 static int check_role(const char *role, bool *run_api, bool *run_worker, struct bh_error *err)
 {
     *run_api = strcmp(role, "all") == 0 || strcmp(role, "api") == 0;
@@ -162,6 +353,7 @@ static int run(struct serve_settings *settings, struct bh_error *err)
     struct api_context api;
     struct target_policy policy;
     struct dispatcher *dispatcher = NULL;
+    struct retention *retention = NULL;
     struct api_server *server = NULL;
     bool run_api, run_worker;
     int result;
@@ -207,6 +399,13 @@ static int run(struct serve_settings *settings, struct bh_error *err)
             goto release;
         }
         api.dispatcher = dispatcher;
+
+        bh_error_clear(err);
+        retention = retention_start(settings, err);
+        if (!retention && err->status != BH_OK) {
+            result = err->status;
+            goto release;
+        }
     }
 
     if (run_api) {
@@ -241,6 +440,7 @@ release:
     api_server_quiesce(server);
     ingest_stop(api.ingest);
     api_server_stop(server);
+    retention_stop(retention);
     if (dispatcher)
         dispatcher_stop(dispatcher);
     if (api.store) {

@@ -67,8 +67,8 @@
 #define LOCATION_SHOWN_MAX 200 /* bytes of a redirect target quoted in an error */
 #define RETRY_AFTER_SECONDS_MAX (366 * 24 * 3600)
 #define USER_AGENT "Bearconnect-Webhook/1.0"
-/* Header lines besides the custom ones: 5 of the documented headers, Expect and Accept. */
-#define FIXED_HEADER_LINES 7
+/* Header lines besides the custom ones: 8 of the documented headers, Expect and Accept. */
+#define FIXED_HEADER_LINES 10
 
 enum run_state { RUN_IDLE, RUN_QUEUED, RUN_RUNNING, RUN_FINISHED };
 
@@ -173,6 +173,7 @@ struct dispatcher {
 
     EVP_MAC_CTX *mac; /* HMAC-SHA256, keyed with mac_key; NULL when it could not be made */
     char *mac_key;
+    bool standard_signature_warned; /* a webhook-signature was omitted and logged */
 
     int64_t next_due_ms;         /* from the last query or a retry written since; -1 for none */
     bool next_due_stale;         /* a claim or a result changed the queue since the query */
@@ -428,6 +429,33 @@ static void header_line(struct attempt_run *run, const char *fmt, ...)
     va_end(args);
 }
 
+/*
+ * Appends the webhook-signature line, or returns false without it when the secret is not
+ * "whsec_" and base64, which is logged once per dispatcher since every attempt would repeat it.
+ */
+static bool standard_sign(struct attempt_run *run, int64_t timestamp)
+{
+    const struct delivery_job *job = &run->job;
+    char signature[STANDARD_SIGNATURE_LEN + 1];
+    struct bh_error err;
+
+    bh_error_clear(&err);
+    if (standard_signature_compute(job->secret, job->delivery_id, timestamp, job->body,
+                                   job->body_len, signature, &err) == 0) {
+        header_line(run, "webhook-signature: %s", signature);
+        return true;
+    }
+
+    if (!run->dispatcher->standard_signature_warned) {
+        run->dispatcher->standard_signature_warned = true;
+        log_warn(MODULE,
+                 "sending without webhook-signature integration=%s delivery=%s error=\"%s\"; "
+                 "later deliveries with such a secret are not logged",
+                 job->integration_id, job->delivery_id, err.message);
+    }
+    return false;
+}
+
 /* Links the run's header nodes to the lines in header_text, in order. */
 static struct curl_slist *link_header_nodes(struct attempt_run *run, size_t line_count)
 {
@@ -454,21 +482,29 @@ static struct curl_slist *build_headers(struct attempt_run *run)
 {
     const struct delivery_job *job = &run->job;
     size_t line_count = FIXED_HEADER_LINES + job->header_count;
+    bool signing = job->signing && job->secret != NULL;
+    int64_t timestamp = clock_now_ms() / 1000; /* Unix seconds, shared by both header sets */
 
     buf_reset(&run->header_text);
     header_line(run, "Content-Type: application/json");
     header_line(run, "User-Agent: " USER_AGENT);
     header_line(run, "X-Webhook-Id: %s", job->integration_id);
 
-    if (job->signing && job->secret != NULL) {
+    if (signing) {
         char signature[SIGNATURE_HEX_LEN + 1];
 
-        header_line(run, "X-Bearconnect-Timestamp: %lld", (long long)(clock_now_ms() / 1000));
+        header_line(run, "X-Bearconnect-Timestamp: %lld", (long long)timestamp);
         sign_body(run->dispatcher, job->secret, job->body, job->body_len, signature);
         header_line(run, "X-Bearconnect-Signature: %s", signature);
     } else {
         line_count -= 2;
     }
+
+    /* Standard Webhooks: the delivery id stays the same on every retry, for deduplication. */
+    header_line(run, "webhook-id: %s", job->delivery_id);
+    header_line(run, "webhook-timestamp: %lld", (long long)timestamp);
+    if (!signing || !standard_sign(run, timestamp))
+        line_count -= 1;
 
     for (size_t i = 0; i < job->header_count; i++) {
         const struct custom_header *header = &job->headers[i];

@@ -147,6 +147,32 @@ static const char *const migrations[] = {
 
     /* 3: a lead export finds the lead's latest campaign without reading every event. */
     "CREATE INDEX events_lead ON events(user_id, lead_id, created_ms);",
+
+    /*
+     * 4: client event ids, so a repeated POST /v1/events answers as the first one did, and an
+     * index that lets the retention purge find finished deliveries by age without a scan.
+     */
+    "CREATE TABLE idempotency_keys ("
+    "  user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,"
+    "  client_event_id TEXT NOT NULL,"
+    "  request_hash TEXT NOT NULL,"
+    "  answer TEXT NOT NULL,"
+    "  created_ms INTEGER NOT NULL,"
+    "  PRIMARY KEY (user_id, client_event_id)"
+    ") WITHOUT ROWID;"
+    "CREATE INDEX idempotency_keys_created ON idempotency_keys(created_ms);"
+    "CREATE INDEX deliveries_finished ON deliveries(updated_ms) WHERE state <> 'pending';",
+
+    /*
+     * 5: the delivery log. deliveries_log pages through an integration's deliveries by
+     * (created_ms, id) and replaces deliveries_integration, its prefix; deliveries_log_state
+     * does the same within one state. attempts_base is the attempt count when the delivery was
+     * last sent again, so its retries count from there.
+     */
+    "ALTER TABLE deliveries ADD COLUMN attempts_base INTEGER NOT NULL DEFAULT 0;"
+    "DROP INDEX deliveries_integration;"
+    "CREATE INDEX deliveries_log ON deliveries(integration_id, created_ms, id);"
+    "CREATE INDEX deliveries_log_state ON deliveries(integration_id, state, created_ms, id);",
 };
 
 #define MIGRATION_COUNT ((int)(sizeof(migrations) / sizeof(migrations[0])))
@@ -157,7 +183,9 @@ static const char *const migrations[] = {
     "last_error, last_error_ms"
 
 /* The columns of a claimed delivery that append_job reads, in its order. */
-#define JOB_COLUMNS "id, event_id, integration_id, user_id, body, attempts"
+/* attempts - attempts_base: the attempts since the delivery was created or last sent
+ * again, which the retry budget counts. */
+#define JOB_COLUMNS "id, event_id, integration_id, user_id, body, attempts - attempts_base"
 
 #define DELIVERY_COLUMNS                                                                           \
     "id, event_id, integration_id, user_id, event_type, body, state, attempts, "                   \
@@ -206,6 +234,19 @@ enum statement_id {
     STMT_MAPPING_GET,
     STMT_MAPPING_DELETE,
     STMT_LEAD_LATEST_CAMPAIGN,
+    /* Idempotency keys and retention. */
+    STMT_IDEMPOTENCY_GET,
+    STMT_IDEMPOTENCY_PUT,
+    STMT_PURGE_FINISHED_SELECT,
+    STMT_PURGE_ATTEMPTS,
+    STMT_PURGE_DELIVERY,
+    STMT_PURGE_IDEMPOTENCY,
+    /* The delivery log. */
+    STMT_DELIVERY_LIST,
+    STMT_DELIVERY_LIST_STATE,
+    STMT_DELIVERY_REDELIVER,
+    STMT_DELIVERY_RECOVER,
+    STMT_DELIVERY_REOPEN_STATISTICS,
     STMT_COUNT
 };
 
@@ -215,7 +256,58 @@ struct statement_def {
 };
 
 /* Parameters are numbered in the order the functions below bind them. */
+/* The delivery log's list: ?6 is an event type or -1, ?7 the row limit. */
+#define DELIVERY_LIST_SELECT                                                                       \
+    "SELECT id, event_id, integration_id, user_id, event_type, NULL, state, attempts, "            \
+    "next_attempt_ms, last_http_status, last_error, created_ms, updated_ms "                       \
+    "FROM deliveries WHERE integration_id = ?1 AND user_id = ?2 "                                  \
+    "AND created_ms >= ?3 AND created_ms <= ?4 AND (created_ms < ?4 OR id < ?5) "                  \
+    "AND (?6 < 0 OR event_type = ?6) "
+
 static const struct statement_def statement_defs[STMT_COUNT] = {
+    /*
+     * The delivery log. Each list reads its index backwards from the page's upper bound
+     * (?4, ?5); the body column is left out as NULL.
+     */
+    [STMT_DELIVERY_LIST] = {DELIVERY_LIST_SELECT "ORDER BY created_ms DESC, id DESC LIMIT ?7",
+                            "list deliveries"},
+    [STMT_DELIVERY_LIST_STATE] = {DELIVERY_LIST_SELECT "AND state = ?8 "
+                                  "ORDER BY created_ms DESC, id DESC LIMIT ?7",
+                                  "list deliveries in one state"},
+    [STMT_DELIVERY_REDELIVER] = {"UPDATE deliveries SET state = 'pending', next_attempt_ms = ?1, "
+                                 "attempts_base = attempts, lease_owner = NULL, "
+                                 "lease_until_ms = NULL, updated_ms = ?1 "
+                                 "WHERE id = ?2 AND user_id = ?3 "
+                                 "AND state IN ('succeeded', 'failed')",
+                                 "send a delivery again"},
+    [STMT_DELIVERY_RECOVER] = {"UPDATE deliveries SET state = 'pending', next_attempt_ms = ?1, "
+                               "attempts_base = attempts, lease_owner = NULL, "
+                               "lease_until_ms = NULL, updated_ms = ?1 "
+                               "WHERE integration_id = ?2 AND user_id = ?3 "
+                               "AND state = 'failed' AND created_ms >= ?4",
+                               "recover failed deliveries"},
+    [STMT_DELIVERY_REOPEN_STATISTICS] = {"UPDATE integrations SET "
+                                         "delivered = MAX(0, delivered - ?1), "
+                                         "failed = MAX(0, failed - ?2) WHERE id = ?3",
+                                         "update integration statistics"},
+    [STMT_IDEMPOTENCY_GET] = {"SELECT request_hash, answer FROM idempotency_keys "
+                              "WHERE user_id = ?1 AND client_event_id = ?2",
+                              "read an idempotency key"},
+    [STMT_IDEMPOTENCY_PUT] = {"INSERT INTO idempotency_keys (user_id, client_event_id, "
+                              "request_hash, answer, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+                              "save an idempotency key"},
+    /* Reads deliveries_finished alone; pending deliveries are not in that index. */
+    [STMT_PURGE_FINISHED_SELECT] = {"SELECT id FROM deliveries WHERE state <> 'pending' "
+                                    "AND updated_ms < ?1 ORDER BY updated_ms LIMIT ?2",
+                                    "find finished deliveries to purge"},
+    [STMT_PURGE_ATTEMPTS] = {"DELETE FROM attempts WHERE delivery_id = ?1",
+                             "purge the attempts of a delivery"},
+    [STMT_PURGE_DELIVERY] = {"DELETE FROM deliveries WHERE id = ?1 AND state <> 'pending'",
+                             "purge a finished delivery"},
+    [STMT_PURGE_IDEMPOTENCY] = {"DELETE FROM idempotency_keys WHERE (user_id, client_event_id) "
+                                "IN (SELECT user_id, client_event_id FROM idempotency_keys "
+                                "WHERE created_ms < ?1 ORDER BY created_ms LIMIT ?2)",
+                                "purge idempotency keys"},
     [STMT_MAPPING_GET] = {"SELECT campaign_id, integration_id, events, active, created_ms, "
                           "updated_ms FROM mappings WHERE user_id = ?1 AND campaign_id = ?2 "
                           "AND integration_id = ?3",
@@ -2378,6 +2470,275 @@ static int sqlite_lead_latest_campaign(struct store *store, const char *user_id,
     return status;
 }
 
+/* ---- Idempotency keys and retention ---- */
+
+static int sqlite_idempotency_get(struct store *store, const char *user_id,
+                                  const char *client_event_id, char **request_hash,
+                                  char **answer, struct bh_error *err)
+{
+    struct query q;
+    int status;
+
+    *request_hash = NULL;
+    *answer = NULL;
+    query_start(&q, from_store(store), STMT_IDEMPOTENCY_GET);
+    bind_text(&q, user_id);
+    bind_text(&q, client_event_id);
+    status = query_step(&q, err);
+    if (status > 0) {
+        *request_hash = column_text_dup(&q);
+        *answer = column_text_dup(&q);
+        status = 0;
+    } else if (status == 0) {
+        status = bh_error_set(err, BH_ERR_NOT_FOUND, "eventId", "no event with eventId %s",
+                              client_event_id);
+    }
+    query_end(&q);
+    return status;
+}
+
+static int sqlite_idempotency_put(struct store *store, const char *user_id,
+                                  const char *client_event_id, const char *request_hash,
+                                  const char *answer, int64_t created_ms, struct bh_error *err)
+{
+    struct query q;
+
+    query_start(&q, from_store(store), STMT_IDEMPOTENCY_PUT);
+    bind_text(&q, user_id);
+    bind_text(&q, client_event_id);
+    bind_text(&q, request_hash);
+    bind_text(&q, answer);
+    bind_int(&q, created_ms);
+    return query_exec(&q, err);
+}
+
+/* Reads the ids of up to limit finished deliveries last updated before before_ms. */
+static int read_purge_ids(struct sqlite_store *s, int64_t before_ms, size_t limit,
+                          char (**ids)[DELIVERY_ID_LEN + 1], size_t *count, struct bh_error *err)
+{
+    size_t capacity = 0;
+    struct query q;
+    int status;
+
+    *ids = NULL;
+    *count = 0;
+    query_start(&q, s, STMT_PURGE_FINISHED_SELECT);
+    bind_int(&q, before_ms);
+    bind_int(&q, (int64_t)limit);
+    while ((status = query_step(&q, err)) > 0) {
+        *ids = grow(*ids, *count, &capacity, sizeof(**ids));
+        column_text_copy(&q, (*ids)[*count], sizeof((*ids)[*count]));
+        (*count)++;
+    }
+    query_end(&q);
+    return status;
+}
+
+static int purge_delivery(struct sqlite_store *s, const char *id, size_t *deliveries,
+                          size_t *attempts, struct bh_error *err)
+{
+    struct query q;
+    int status;
+
+    query_start(&q, s, STMT_PURGE_ATTEMPTS);
+    bind_text(&q, id);
+    status = query_exec(&q, err);
+    if (status < 0)
+        return status;
+    *attempts += (size_t)sqlite3_changes(s->db);
+
+    query_start(&q, s, STMT_PURGE_DELIVERY);
+    bind_text(&q, id);
+    status = query_exec(&q, err);
+    if (status == 0)
+        *deliveries += (size_t)sqlite3_changes(s->db);
+    return status;
+}
+
+static int sqlite_purge_finished(struct store *store, int64_t before_ms, size_t limit,
+                                 size_t *deliveries, size_t *attempts, struct bh_error *err)
+{
+    struct sqlite_store *s = from_store(store);
+    char(*ids)[DELIVERY_ID_LEN + 1] = NULL;
+    size_t count = 0;
+    bool nested;
+    int status;
+
+    *deliveries = 0;
+    *attempts = 0;
+    status = operation_begin(s, &nested, err);
+    if (status < 0)
+        return status;
+    status = read_purge_ids(s, before_ms, limit, &ids, &count, err);
+    for (size_t i = 0; i < count && status == 0; i++)
+        status = purge_delivery(s, ids[i], deliveries, attempts, err);
+    free(ids);
+    status = operation_end(s, nested, status, err);
+    if (status < 0) {
+        *deliveries = 0;
+        *attempts = 0;
+    }
+    return status;
+}
+
+static int sqlite_purge_idempotency(struct store *store, int64_t before_ms, size_t limit,
+                                    size_t *purged, struct bh_error *err)
+{
+    struct sqlite_store *s = from_store(store);
+    struct query q;
+    int status;
+
+    *purged = 0;
+    query_start(&q, s, STMT_PURGE_IDEMPOTENCY);
+    bind_int(&q, before_ms);
+    bind_int(&q, (int64_t)limit);
+    status = query_exec(&q, err);
+    if (status == 0)
+        *purged = (size_t)sqlite3_changes(s->db);
+    return status;
+}
+
+/* ---- The delivery log: lists, redelivery and recovery ---- */
+
+/* An id after every delivery id ("dlv_" and hex digits), for a page bound with no id part. */
+#define ID_AFTER_ALL "~"
+
+static int sqlite_delivery_list(struct store *store, const char *user_id,
+                                const struct delivery_filter *filter, struct delivery **out,
+                                size_t *count, struct bh_error *err)
+{
+    bool by_state = filter->state >= 0;
+    struct delivery *items = NULL;
+    size_t capacity = 0;
+    size_t n = 0;
+    int64_t upper_ms = filter->until_ms;
+    const char *upper_id = ID_AFTER_ALL;
+    struct query q;
+    int status;
+
+    /* One upper bound on (created_ms, id), so the scan starts right at the page. */
+    if (filter->before_id && filter->before_ms <= upper_ms) {
+        upper_ms = filter->before_ms;
+        upper_id = filter->before_id;
+    }
+    query_start(&q, from_store(store), by_state ? STMT_DELIVERY_LIST_STATE : STMT_DELIVERY_LIST);
+    bind_text(&q, filter->integration_id);
+    bind_text(&q, user_id);
+    bind_int(&q, filter->since_ms);
+    bind_int(&q, upper_ms);
+    bind_text(&q, upper_id);
+    bind_int(&q, filter->event_type);
+    bind_int(&q, (int64_t)filter->limit);
+    if (by_state)
+        bind_text(&q, state_name((enum delivery_state)filter->state));
+    while ((status = query_step(&q, err)) > 0) {
+        items = grow(items, n, &capacity, sizeof(*items));
+        read_delivery(&q, &items[n++]);
+    }
+    query_end(&q);
+
+    if (status < 0) {
+        delivery_list_free(items, n);
+        items = NULL;
+        n = 0;
+    }
+    *out = items;
+    *count = n;
+    return status;
+}
+
+/* Takes finished deliveries out of the integration's delivered and failed counts. */
+static int reopen_statistics(struct sqlite_store *s, const char *integration_id, int64_t delivered,
+                             int64_t failed, struct bh_error *err)
+{
+    struct query q;
+
+    query_start(&q, s, STMT_DELIVERY_REOPEN_STATISTICS);
+    bind_int(&q, delivered);
+    bind_int(&q, failed);
+    bind_text(&q, integration_id);
+    return query_exec(&q, err);
+}
+
+static int redeliver_one(struct sqlite_store *s, const char *user_id, const char *id,
+                         int64_t now_ms, struct delivery *out, struct bh_error *err)
+{
+    enum delivery_state before;
+    struct query q;
+    int status;
+
+    status = sqlite_delivery_get(&s->base, user_id, id, out, err);
+    if (status < 0)
+        return status;
+    before = out->state;
+    if (before != DELIVERY_SUCCEEDED && before != DELIVERY_FAILED)
+        return bh_error_set(err, BH_ERR_CONFLICT, "id", "delivery %s is %s, not finished", id,
+                            state_name(before));
+
+    query_start(&q, s, STMT_DELIVERY_REDELIVER);
+    bind_int(&q, now_ms);
+    bind_text(&q, id);
+    bind_text(&q, user_id);
+    status = query_exec(&q, err);
+    if (status < 0)
+        return status;
+    status = reopen_statistics(s, out->integration_id, before == DELIVERY_SUCCEEDED,
+                               before == DELIVERY_FAILED, err);
+    if (status < 0)
+        return status;
+    out->state = DELIVERY_PENDING;
+    out->next_attempt_ms = now_ms;
+    out->updated_ms = now_ms;
+    return 0;
+}
+
+static int sqlite_delivery_redeliver(struct store *store, const char *user_id, const char *id,
+                                     int64_t now_ms, struct delivery *out, struct bh_error *err)
+{
+    struct sqlite_store *s = from_store(store);
+    bool nested;
+    int status;
+
+    memset(out, 0, sizeof(*out));
+    status = operation_begin(s, &nested, err);
+    if (status < 0)
+        return status;
+    status = redeliver_one(s, user_id, id, now_ms, out, err);
+    status = operation_end(s, nested, status, err);
+    if (status < 0)
+        delivery_release(out);
+    return status;
+}
+
+static int sqlite_delivery_recover(struct store *store, const char *user_id,
+                                   const char *integration_id, int64_t since_ms, int64_t now_ms,
+                                   int64_t *recovered, struct bh_error *err)
+{
+    struct sqlite_store *s = from_store(store);
+    struct query q;
+    bool nested;
+    int status;
+
+    *recovered = 0;
+    status = operation_begin(s, &nested, err);
+    if (status < 0)
+        return status;
+    query_start(&q, s, STMT_DELIVERY_RECOVER);
+    bind_int(&q, now_ms);
+    bind_text(&q, integration_id);
+    bind_text(&q, user_id);
+    bind_int(&q, since_ms);
+    status = query_exec(&q, err);
+    if (status == 0)
+        *recovered = sqlite3_changes64(s->db);
+    if (status == 0 && *recovered > 0)
+        status = reopen_statistics(s, integration_id, 0, *recovered, err);
+    status = operation_end(s, nested, status, err);
+    if (status < 0)
+        *recovered = 0;
+    return status;
+}
+
 static const struct store_ops sqlite_ops = {
     .close = sqlite_close,
     .begin = sqlite_begin,
@@ -2411,4 +2772,11 @@ static const struct store_ops sqlite_ops = {
     .mapping_get = sqlite_mapping_get,
     .mapping_delete = sqlite_mapping_delete,
     .lead_latest_campaign = sqlite_lead_latest_campaign,
+    .idempotency_get = sqlite_idempotency_get,
+    .idempotency_put = sqlite_idempotency_put,
+    .purge_finished = sqlite_purge_finished,
+    .purge_idempotency = sqlite_purge_idempotency,
+    .delivery_list = sqlite_delivery_list,
+    .delivery_redeliver = sqlite_delivery_redeliver,
+    .delivery_recover = sqlite_delivery_recover,
 };

@@ -257,6 +257,70 @@ int store_release_all_leases(struct store *store, struct bh_error *err)
     return store->ops->release_all_leases(store, err);
 }
 
+int store_idempotency_get(struct store *store, const char *user_id, const char *client_event_id,
+                          char **request_hash, char **answer, struct bh_error *err)
+{
+    metrics_add(METRIC_STORE_CALLS, 1);
+    return store->ops->idempotency_get(store, user_id, client_event_id, request_hash, answer,
+                                       err);
+}
+
+int store_idempotency_put(struct store *store, const char *user_id, const char *client_event_id,
+                          const char *request_hash, const char *answer, int64_t created_ms,
+                          struct bh_error *err)
+{
+    metrics_add(METRIC_STORE_CALLS, 1);
+    return store->ops->idempotency_put(store, user_id, client_event_id, request_hash, answer,
+                                       created_ms, err);
+}
+
+int store_purge_finished(struct store *store, int64_t before_ms, size_t limit,
+                         size_t *deliveries, size_t *attempts, struct bh_error *err)
+{
+    metrics_add(METRIC_STORE_CALLS, 1);
+    return store->ops->purge_finished(store, before_ms, limit, deliveries, attempts, err);
+}
+
+int store_purge_idempotency(struct store *store, int64_t before_ms, size_t limit, size_t *purged,
+                            struct bh_error *err)
+{
+    metrics_add(METRIC_STORE_CALLS, 1);
+    return store->ops->purge_idempotency(store, before_ms, limit, purged, err);
+}
+
+int store_delivery_list(struct store *store, const char *user_id,
+                        const struct delivery_filter *filter, struct delivery **out,
+                        size_t *count, struct bh_error *err)
+{
+    metrics_add(METRIC_STORE_CALLS, 1);
+    return store->ops->delivery_list(store, user_id, filter, out, count, err);
+}
+
+int store_delivery_redeliver(struct store *store, const char *user_id, const char *id,
+                             int64_t now_ms, struct delivery *out, struct bh_error *err)
+{
+    metrics_add(METRIC_STORE_CALLS, 1);
+    return store->ops->delivery_redeliver(store, user_id, id, now_ms, out, err);
+}
+
+int store_delivery_recover(struct store *store, const char *user_id, const char *integration_id,
+                           int64_t since_ms, int64_t now_ms, int64_t *recovered,
+                           struct bh_error *err)
+{
+    metrics_add(METRIC_STORE_CALLS, 1);
+    return store->ops->delivery_recover(store, user_id, integration_id, since_ms, now_ms,
+                                        recovered, err);
+}
+
+void delivery_list_free(struct delivery *items, size_t count)
+{
+    if (!items)
+        return;
+    for (size_t i = 0; i < count; i++)
+        delivery_release(&items[i]);
+    free(items);
+}
+
 void integration_list_free(struct integration *items, size_t count)
 {
     if (!items)

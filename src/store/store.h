@@ -108,7 +108,8 @@ struct delivery_job {
     int max_retries;
     char *body;
     size_t body_len;
-    int attempts_before; /* attempts already made before this claim */
+    int attempts_before; /* attempts made before this claim, since the delivery was
+                          * created or last sent again (store_delivery_redeliver) */
     int64_t row_ref;     /* the back end's handle on the delivery's row, for attempt_outcome */
 };
 
@@ -297,5 +298,70 @@ int store_set_sync_commits(struct store *store, bool sync, struct bh_error *err)
 int store_release_all_leases(struct store *store, struct bh_error *err);
 
 void delivery_job_release(struct delivery_job *job);
+
+/*
+ * Idempotency keys: the answer that POST /v1/events gave to the first request with a client
+ * event id, and the hash of that request's canonical body. get copies both (the caller frees
+ * them with free()) or returns BH_ERR_NOT_FOUND; put returns BH_ERR_CONFLICT when the user
+ * already has the key. Call put in the transaction that accepts the event.
+ */
+int store_idempotency_get(struct store *store, const char *user_id, const char *client_event_id,
+                          char **request_hash, char **answer, struct bh_error *err);
+int store_idempotency_put(struct store *store, const char *user_id, const char *client_event_id,
+                          const char *request_hash, const char *answer, int64_t created_ms,
+                          struct bh_error *err);
+
+/*
+ * Retention. purge_finished deletes up to limit deliveries that are succeeded, failed or
+ * cancelled and were last updated before before_ms, oldest first, with their attempts, in one
+ * transaction (or a savepoint inside the caller's). Pending deliveries are never deleted,
+ * whatever their age. *deliveries and *attempts receive the rows deleted; fewer than limit
+ * deliveries means nothing older is left. purge_idempotency deletes up to limit idempotency
+ * keys created before before_ms and sets *purged.
+ */
+int store_purge_finished(struct store *store, int64_t before_ms, size_t limit,
+                         size_t *deliveries, size_t *attempts, struct bh_error *err);
+int store_purge_idempotency(struct store *store, int64_t before_ms, size_t limit, size_t *purged,
+                            struct bh_error *err);
+
+/*
+ * The delivery log. A filter selects one integration's deliveries; list returns them newest
+ * first, by created_ms then id, without their bodies (body is NULL). The caller frees the
+ * array with delivery_list_free.
+ */
+struct delivery_filter {
+    const char *integration_id;
+    int state;          /* enum delivery_state, or -1 for every state */
+    int event_type;     /* enum event_type, or -1 for every type */
+    int64_t since_ms;   /* created at or after; INT64_MIN for no bound */
+    int64_t until_ms;   /* created at or before; INT64_MAX for no bound */
+    const char *before_id; /* with before_ms: only deliveries that sort after this one (older);
+                            * NULL for the first page */
+    int64_t before_ms;
+    size_t limit;
+};
+
+int store_delivery_list(struct store *store, const char *user_id,
+                        const struct delivery_filter *filter, struct delivery **out,
+                        size_t *count, struct bh_error *err);
+void delivery_list_free(struct delivery *items, size_t count);
+/*
+ * Sends a finished (succeeded or failed) delivery again: it becomes pending and due at now_ms,
+ * keeps its attempts and its count, and gets a fresh retry budget (delivery_job.attempts_before
+ * counts from here). The integration's delivered or failed count drops by one, since the
+ * delivery is no longer finished. out receives the delivery as it now is. Returns
+ * BH_ERR_NOT_FOUND when the delivery is missing or another user's, BH_ERR_CONFLICT when it is
+ * pending or cancelled; nothing is written then.
+ */
+int store_delivery_redeliver(struct store *store, const char *user_id, const char *id,
+                             int64_t now_ms, struct delivery *out, struct bh_error *err);
+/*
+ * Sends again, as store_delivery_redeliver does, every failed delivery of the integration
+ * created at or after since_ms, in one transaction; *recovered receives their number. An
+ * integration that is missing or another user's recovers nothing.
+ */
+int store_delivery_recover(struct store *store, const char *user_id, const char *integration_id,
+                           int64_t since_ms, int64_t now_ms, int64_t *recovered,
+                           struct bh_error *err);
 
 #endif

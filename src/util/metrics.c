@@ -17,6 +17,8 @@ static const struct {
                                      "Deliveries that ended in a 2xx answer."},
     [METRIC_DELIVERIES_FAILED] = {"bearhook_deliveries_failed_total",
                                   "Deliveries whose every attempt failed."},
+    [METRIC_DELIVERIES_PURGED] = {"bearhook_deliveries_purged_total",
+                                  "Finished deliveries deleted by the retention purge."},
 };
 
 void metrics_add(enum metric metric, uint64_t amount)

@@ -18,6 +18,7 @@ enum metric {
     METRIC_ATTEMPTS,             /* delivery attempts finished, whatever the outcome */
     METRIC_DELIVERIES_SUCCEEDED, /* deliveries that ended in a 2xx */
     METRIC_DELIVERIES_FAILED,    /* deliveries that failed for good */
+    METRIC_DELIVERIES_PURGED,    /* finished deliveries deleted by the retention purge */
     METRIC_COUNT
 };
 

@@ -522,6 +522,7 @@ static void dispatcher_success(void **state)
     char integration_id[ID_LEN + 1];
     char delivery_id[DELIVERY_ID_LEN + 1];
     char expected_signature[SIGNATURE_HEX_LEN + 1];
+    char expected_standard[STANDARD_SIGNATURE_LEN + 1];
     char host[64];
     char length[32];
     const struct received_header *headers[HEADERS_MAX];
@@ -552,7 +553,7 @@ static void dispatcher_success(void **state)
     assert_string_equal(header_value(request, "Content-Length"), length);
 
     header_count = chosen_headers(request, headers);
-    assert_int_equal(header_count, 5);
+    assert_int_equal(header_count, 8);
     assert_string_equal(headers[0]->name, "Content-Type");
     assert_string_equal(headers[0]->value, "application/json");
     assert_string_equal(headers[1]->name, "User-Agent");
@@ -561,11 +562,20 @@ static void dispatcher_success(void **state)
     assert_string_equal(headers[2]->value, integration_id);
     assert_string_equal(headers[3]->name, "X-Bearconnect-Timestamp");
     assert_string_equal(headers[4]->name, "X-Bearconnect-Signature");
+    assert_string_equal(headers[5]->name, "webhook-id");
+    assert_string_equal(headers[5]->value, delivery_id);
+    assert_string_equal(headers[6]->name, "webhook-timestamp");
+    assert_string_equal(headers[6]->value, headers[3]->value);
+    assert_string_equal(headers[7]->name, "webhook-signature");
 
     timestamp = strtoll(headers[3]->value, NULL, 10);
     assert_true(llabs(timestamp - (long long)(clock_now_ms() / 1000)) <= 5);
     signature_compute(SECRET, body, strlen(body), expected_signature);
     assert_string_equal(headers[4]->value, expected_signature);
+    assert_int_equal(standard_signature_compute(SECRET, delivery_id, timestamp, body, strlen(body),
+                                                expected_standard, NULL),
+                     0);
+    assert_string_equal(headers[7]->value, expected_standard);
 
     get_integration(f, integration_id, &integration);
     assert_int_equal(integration.delivered, 1);
@@ -603,12 +613,55 @@ static void dispatcher_unsigned(void **state)
         assert_int_not_equal(strncasecmp(request->headers[i].name, "X-Bearconnect-", 14), 0);
 
     header_count = chosen_headers(request, headers);
-    assert_int_equal(header_count, 5);
+    assert_int_equal(header_count, 7);
     assert_string_equal(headers[2]->name, "X-Webhook-Id");
-    assert_string_equal(headers[3]->name, "Authorization");
-    assert_string_equal(headers[3]->value, "Bearer token-123");
-    assert_string_equal(headers[4]->name, "X-Campaign");
-    assert_string_equal(headers[4]->value, "spring launch");
+    assert_string_equal(headers[3]->name, "webhook-id");
+    assert_string_equal(headers[3]->value, delivery_id);
+    assert_string_equal(headers[4]->name, "webhook-timestamp");
+    assert_true(llabs(strtoll(headers[4]->value, NULL, 10) - (long long)(clock_now_ms() / 1000)) <=
+                5);
+    assert_string_equal(headers[5]->name, "Authorization");
+    assert_string_equal(headers[5]->value, "Bearer token-123");
+    assert_string_equal(headers[6]->name, "X-Campaign");
+    assert_string_equal(headers[6]->value, "spring launch");
+    assert_null(header_value(request, "webhook-signature"));
+    delivery_release(&delivery);
+}
+
+/* A secret that is not "whsec_" and base64 still signs X-Bearconnect-Signature. */
+static void dispatcher_nonstandard_secret(void **state)
+{
+    struct fixture *f = *state;
+    static const int statuses[] = {200};
+    static const char secret[] = "legacy-secret-without-prefix";
+    static const char body[] = "{\"event\":\"message_sent\"}";
+    char integration_id[ID_LEN + 1];
+    char delivery_id[DELIVERY_ID_LEN + 1];
+    char expected_signature[SIGNATURE_HEX_LEN + 1];
+    const struct received_header *headers[HEADERS_MAX];
+    const struct received_request *request;
+    struct delivery delivery;
+    size_t header_count;
+
+    receiver_script(f, statuses, 1);
+    insert_integration(f, f->url, secret, NULL, 0, 3, 2000, integration_id);
+    insert_delivery(f, integration_id, body, delivery_id);
+    start_dispatcher(f, 4);
+    assert_true(wait_settled(f, delivery_id, &delivery));
+
+    assert_int_equal(delivery.state, DELIVERY_SUCCEEDED);
+    assert_int_equal(receiver_count(&f->receiver), 1);
+    request = &f->receiver.requests[0];
+    header_count = chosen_headers(request, headers);
+    assert_int_equal(header_count, 7);
+    assert_string_equal(headers[4]->name, "X-Bearconnect-Signature");
+    signature_compute(secret, body, strlen(body), expected_signature);
+    assert_string_equal(headers[4]->value, expected_signature);
+    assert_string_equal(headers[5]->name, "webhook-id");
+    assert_string_equal(headers[5]->value, delivery_id);
+    assert_string_equal(headers[6]->name, "webhook-timestamp");
+    assert_string_equal(headers[6]->value, headers[3]->value);
+    assert_null(header_value(request, "webhook-signature"));
     delivery_release(&delivery);
 }
 
@@ -650,14 +703,23 @@ static void dispatcher_retry_success(void **state)
     assert_int_equal(attempts[2].response_excerpt_len, strlen("received"));
     assert_memory_equal(attempts[2].response_excerpt, "received", strlen("received"));
 
-    /* Every attempt sends the same bytes with a valid signature. */
+    /* Every attempt sends the same bytes with a valid signature, and the same webhook-id. */
     assert_int_equal(receiver_count(&f->receiver), 3);
     signature_compute(SECRET, body, strlen(body), expected_signature);
     for (size_t i = 0; i < 3; i++) {
         const struct received_request *request = &f->receiver.requests[i];
+        const char *timestamp = header_value(request, "webhook-timestamp");
+        char expected_standard[STANDARD_SIGNATURE_LEN + 1];
 
         assert_memory_equal(request->body, body, strlen(body));
         assert_string_equal(header_value(request, "X-Bearconnect-Signature"), expected_signature);
+        assert_string_equal(header_value(request, "webhook-id"), delivery_id);
+        assert_non_null(timestamp);
+        assert_int_equal(standard_signature_compute(SECRET, delivery_id,
+                                                    strtoll(timestamp, NULL, 10), body,
+                                                    strlen(body), expected_standard, NULL),
+                         0);
+        assert_string_equal(header_value(request, "webhook-signature"), expected_standard);
     }
 
     get_integration(f, integration_id, &integration);
@@ -1052,6 +1114,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(dispatcher_success, setup, teardown),
         cmocka_unit_test_setup_teardown(dispatcher_unsigned, setup, teardown),
+        cmocka_unit_test_setup_teardown(dispatcher_nonstandard_secret, setup, teardown),
         cmocka_unit_test_setup_teardown(dispatcher_retry_success, setup, teardown),
         cmocka_unit_test_setup_teardown(dispatcher_retries_exhausted, setup, teardown),
         cmocka_unit_test_setup_teardown(dispatcher_timeout, setup, teardown),

@@ -1842,6 +1842,141 @@ static void two_connections_claim_and_insert(void **state)
     integration_release(&integration);
 }
 
+/* ---- Idempotency keys and retention ---- */
+
+static void idempotency_put_and_get(void **state)
+{
+    struct fixture *fx = *state;
+    struct bh_error err;
+    char *hash = NULL;
+    char *answer = NULL;
+
+    assert_int_equal(store_idempotency_put(fx->store, fx->user.id, "crm-42", "abc123",
+                                           "{\"eventId\":\"evt_1\"}", T0, &err),
+                     0);
+    assert_int_equal(store_idempotency_get(fx->store, fx->user.id, "crm-42", &hash, &answer, &err),
+                     0);
+    assert_string_equal(hash, "abc123");
+    assert_string_equal(answer, "{\"eventId\":\"evt_1\"}");
+    free(hash);
+    free(answer);
+
+    assert_int_equal(store_idempotency_get(fx->store, fx->other.id, "crm-42", &hash, &answer, &err),
+                     BH_ERR_NOT_FOUND);
+    assert_null(hash);
+    assert_null(answer);
+    assert_int_equal(store_idempotency_put(fx->store, fx->user.id, "crm-42", "def456", "{}",
+                                           T0 + 1, &err),
+                     BH_ERR_CONFLICT);
+    assert_int_equal(store_idempotency_put(fx->store, fx->other.id, "crm-42", "def456", "{}",
+                                           T0 + 1, &err),
+                     0);
+}
+
+/* Inserts a delivery in state, last updated at updated_ms, with attempt_count attempts. */
+static void create_aged_delivery(struct fixture *fx, const struct integration *integration,
+                                 enum delivery_state state, int64_t updated_ms, int attempt_count,
+                                 struct delivery *out)
+{
+    struct event_record event;
+    struct bh_error err;
+    char sql[256];
+
+    create_event(fx, integration->user_id, "campaign-1", &event);
+    fill_delivery(&event, integration, T0, out);
+    out->state = state;
+    out->updated_ms = updated_ms;
+    out->attempts = attempt_count;
+    assert_int_equal(store_delivery_insert(fx->store, out, &err), 0);
+    for (int number = 1; number <= attempt_count; number++) {
+        snprintf(sql, sizeof(sql),
+                 "INSERT INTO attempts (delivery_id, number, started_ms, duration_ms, "
+                 "http_status, error) VALUES ('%s', %d, %lld, 10, 500, 'HTTP 500')",
+                 out->id, number, (long long)T0);
+        exec_raw(fx->path, sql);
+    }
+}
+
+static int64_t count_rows(struct fixture *fx, const char *table, const char *delivery_id)
+{
+    char sql[160];
+
+    snprintf(sql, sizeof(sql), "SELECT COUNT(*) FROM %s WHERE %s = '%s'", table,
+             strcmp(table, "deliveries") == 0 ? "id" : "delivery_id", delivery_id);
+    return query_int(fx->path, sql);
+}
+
+static void purge_finished_keeps_pending(void **state)
+{
+    struct fixture *fx = *state;
+    struct integration integration;
+    struct delivery succeeded, failed, cancelled, pending, recent;
+    size_t deliveries = 99, attempts = 99;
+    struct bh_error err;
+
+    create_integration(fx, fx->user.id, ALL_EVENTS, &integration);
+    create_aged_delivery(fx, &integration, DELIVERY_SUCCEEDED, T0, 1, &succeeded);
+    create_aged_delivery(fx, &integration, DELIVERY_FAILED, T0 + 1, 3, &failed);
+    create_aged_delivery(fx, &integration, DELIVERY_CANCELLED, T0 + 2, 0, &cancelled);
+    create_aged_delivery(fx, &integration, DELIVERY_PENDING, T0, 2, &pending);
+    create_aged_delivery(fx, &integration, DELIVERY_SUCCEEDED, T0 + 5000, 1, &recent);
+
+    /* The limit holds, and the oldest goes first. */
+    assert_int_equal(store_purge_finished(fx->store, T0 + 1000, 1, &deliveries, &attempts, &err),
+                     0);
+    assert_int_equal(deliveries, 1);
+    assert_int_equal(attempts, 1);
+    assert_int_equal(count_rows(fx, "deliveries", succeeded.id), 0);
+    assert_int_equal(count_rows(fx, "attempts", succeeded.id), 0);
+    assert_int_equal(count_rows(fx, "deliveries", failed.id), 1);
+
+    assert_int_equal(store_purge_finished(fx->store, T0 + 1000, 10, &deliveries, &attempts, &err),
+                     0);
+    assert_int_equal(deliveries, 2);
+    assert_int_equal(attempts, 3);
+    assert_int_equal(count_rows(fx, "deliveries", failed.id), 0);
+    assert_int_equal(count_rows(fx, "attempts", failed.id), 0);
+    assert_int_equal(count_rows(fx, "deliveries", cancelled.id), 0);
+    assert_int_equal(count_rows(fx, "deliveries", pending.id), 1);
+    assert_int_equal(count_rows(fx, "attempts", pending.id), 2);
+    assert_int_equal(count_rows(fx, "deliveries", recent.id), 1);
+
+    assert_int_equal(store_purge_finished(fx->store, T0 + 1000, 10, &deliveries, &attempts, &err),
+                     0);
+    assert_int_equal(deliveries, 0);
+    assert_int_equal(attempts, 0);
+    integration_release(&integration);
+}
+
+static void purge_idempotency_by_age(void **state)
+{
+    struct fixture *fx = *state;
+    struct bh_error err;
+    size_t purged = 99;
+    char *hash = NULL;
+    char *answer = NULL;
+
+    assert_int_equal(store_idempotency_put(fx->store, fx->user.id, "old-1", "h", "{}", T0, &err),
+                     0);
+    assert_int_equal(store_idempotency_put(fx->store, fx->other.id, "old-2", "h", "{}", T0 + 1,
+                                           &err),
+                     0);
+    assert_int_equal(store_idempotency_put(fx->store, fx->user.id, "new-1", "h", "{}", T0 + 5000,
+                                           &err),
+                     0);
+
+    assert_int_equal(store_purge_idempotency(fx->store, T0 + 1000, 1, &purged, &err), 0);
+    assert_int_equal(purged, 1);
+    assert_int_equal(store_idempotency_get(fx->store, fx->user.id, "old-1", &hash, &answer, &err),
+                     BH_ERR_NOT_FOUND);
+    assert_int_equal(store_purge_idempotency(fx->store, T0 + 1000, 10, &purged, &err), 0);
+    assert_int_equal(purged, 1);
+    assert_int_equal(store_idempotency_get(fx->store, fx->user.id, "new-1", &hash, &answer, &err),
+                     0);
+    free(hash);
+    free(answer);
+}
+
 #define STORE_TEST(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
 
 int main(void)
@@ -1889,6 +2024,9 @@ int main(void)
         STORE_TEST(finish_batch_failed_row_isolated),
         STORE_TEST(finish_batch_in_transaction),
         STORE_TEST(two_connections_claim_and_insert),
+        STORE_TEST(idempotency_put_and_get),
+        STORE_TEST(purge_finished_keeps_pending),
+        STORE_TEST(purge_idempotency_by_age),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
