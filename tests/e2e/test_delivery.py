@@ -319,3 +319,29 @@ def test_kill_during_delivery_loses_nothing(start_server, make_recorder):
         assert server.wait_delivery(delivery_id, timeout=60)["status"] == "succeeded"
     received = {json.loads(r["body"])["data"]["lead"]["id"] for r in recorder.requests}
     assert received == {f"lead-{index}" for index in range(60)}
+
+
+def test_automation_providers_get_same_payload(server, make_recorder):
+    setup_campaign(server)
+    received = {}
+    for provider in ("webhook", "zapier", "make", "n8n"):
+        recorder = make_recorder()
+        integration = create_integration(server, recorder.url, name=provider, provider=provider)
+        assert integration["provider"] == provider
+        connect(server, CAMPAIGN["id"], integration["id"])
+        received[provider] = (recorder, integration)
+
+    post_event(server)
+    bodies = {}
+    for provider, (recorder, integration) in received.items():
+        recorder.wait_count(1)
+        record = recorder.requests[0]
+        headers = headers_of(record)
+        assert headers["x-bearconnect-signature"] == sign(integration["secret"], record["body"])
+        payload = json.loads(record["body"])
+        assert payload["metadata"]["integrationId"] == integration["id"]
+        payload["metadata"]["integrationId"] = None
+        bodies[provider] = payload
+    assert bodies["zapier"] == bodies["webhook"]
+    assert bodies["make"] == bodies["webhook"]
+    assert bodies["n8n"] == bodies["webhook"]
