@@ -146,6 +146,8 @@ int handle_integration_list(struct api_context *, struct request *, struct respo
                             struct bh_error *);
 int handle_integration_get(struct api_context *, struct request *, struct response *,
                            struct bh_error *);
+int handle_integration_test(struct api_context *, struct request *, struct response *,
+                            struct bh_error *);
 int handle_integration_delete(struct api_context *, struct request *, struct response *,
                               struct bh_error *);
 int handle_integration_update(struct api_context *, struct request *, struct response *,

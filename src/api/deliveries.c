@@ -64,7 +64,7 @@ static json_t *attempt_to_json(const struct attempt *attempt)
 static json_t *delivery_summary(const struct delivery *delivery)
 {
     return json_pack(
-        "{s:s, s:s, s:s, s:s, s:i, s:o, s:o, s:o, s:o, s:o}", "id", delivery->id, "eventId",
+        "{s:s, s:s, s:s, s:s, s:i, s:o, s:o, s:o, s:o, s:o, s:b}", "id", delivery->id, "eventId",
         delivery->event_id, "eventType",
         event_type_info((enum event_type)delivery->event_type)->name, "status",
         state_names[delivery->state], "attemptCount", delivery->attempts, "nextAttemptAt",
@@ -74,7 +74,7 @@ static json_t *delivery_summary(const struct delivery *delivery)
         delivery->last_http_status ? json_integer(delivery->last_http_status) : json_null(),
         "lastError", delivery->last_error ? json_string(delivery->last_error) : json_null(),
         "createdAt", json_time_or_null(delivery->created_ms), "updatedAt",
-        json_time_or_null(delivery->updated_ms));
+        json_time_or_null(delivery->updated_ms), "test", delivery->test);
 }
 
 /* Builds the detail form of a delivery: its fields, payload and attempts. */
@@ -423,11 +423,9 @@ int handle_delivery_redeliver(struct api_context *api, struct request *request,
         store_delivery_redeliver(api->store, request->user.id, id, clock_now_ms(), &delivery, err);
     if (result == BH_ERR_NOT_FOUND)
         return bh_error_set(err, BH_ERR_NOT_FOUND, "id", "delivery \"%.64s\" not found", id);
+    /* The store's message says why: not finished yet, or a test. */
     if (result == BH_ERR_CONFLICT)
-        return bh_error_set(err, BH_ERR_CONFLICT, "id",
-                            "delivery \"%.64s\" is not finished; only a succeeded or failed "
-                            "delivery can be sent again",
-                            id);
+        return result;
     if (result != BH_OK)
         return result;
     if (api->dispatcher)

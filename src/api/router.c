@@ -38,6 +38,7 @@ static const struct route routes[] = {
     {"GET", "/v1/integrations/{id}/deliveries", handle_delivery_list, 0},
     {"POST", "/v1/integrations/{id}/recover", handle_delivery_recover, 0},
     {"POST", "/v1/deliveries/{id}/redeliver", handle_delivery_redeliver, 0},
+    {"POST", "/v1/integrations/{id}/test", handle_integration_test, ROUTE_UNLOCKED},
 };
 
 /* Matches one pattern; fills params only on a match. */

@@ -951,6 +951,7 @@ static void describe_outcome(struct dispatcher *dispatcher, struct attempt_run *
 
     outcome->delivery_id = run->job.delivery_id;
     outcome->row_ref = run->job.row_ref;
+    outcome->test = run->job.test;
     outcome->integration_id = run->job.integration_id;
     outcome->lease_owner = dispatcher->owner;
     outcome->started_ms = run->started_ms;

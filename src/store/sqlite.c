@@ -173,6 +173,9 @@ static const char *const migrations[] = {
     "DROP INDEX deliveries_integration;"
     "CREATE INDEX deliveries_log ON deliveries(integration_id, created_ms, id);"
     "CREATE INDEX deliveries_log_state ON deliveries(integration_id, state, created_ms, id);",
+
+    /* 6: test deliveries, which are logged but count in no statistics. */
+    "ALTER TABLE deliveries ADD COLUMN is_test INTEGER NOT NULL DEFAULT 0;",
 };
 
 #define MIGRATION_COUNT ((int)(sizeof(migrations) / sizeof(migrations[0])))
@@ -185,11 +188,12 @@ static const char *const migrations[] = {
 /* The columns of a claimed delivery that append_job reads, in its order. */
 /* attempts - attempts_base: the attempts since the delivery was created or last sent
  * again, which the retry budget counts. */
-#define JOB_COLUMNS "id, event_id, integration_id, user_id, body, attempts - attempts_base"
+#define JOB_COLUMNS                                                                                \
+    "id, event_id, integration_id, user_id, body, attempts - attempts_base, is_test"
 
 #define DELIVERY_COLUMNS                                                                           \
     "id, event_id, integration_id, user_id, event_type, body, state, attempts, "                   \
-    "next_attempt_ms, last_http_status, last_error, created_ms, updated_ms"
+    "next_attempt_ms, last_http_status, last_error, created_ms, updated_ms, is_test"
 
 enum statement_id {
     STMT_BEGIN,
@@ -259,7 +263,7 @@ struct statement_def {
 /* The delivery log's list: ?6 is an event type or -1, ?7 the row limit. */
 #define DELIVERY_LIST_SELECT                                                                       \
     "SELECT id, event_id, integration_id, user_id, event_type, NULL, state, attempts, "            \
-    "next_attempt_ms, last_http_status, last_error, created_ms, updated_ms "                       \
+    "next_attempt_ms, last_http_status, last_error, created_ms, updated_ms, is_test "              \
     "FROM deliveries WHERE integration_id = ?1 AND user_id = ?2 "                                  \
     "AND created_ms >= ?3 AND created_ms <= ?4 AND (created_ms < ?4 OR id < ?5) "                  \
     "AND (?6 < 0 OR event_type = ?6) "
@@ -284,7 +288,7 @@ static const struct statement_def statement_defs[STMT_COUNT] = {
                                "attempts_base = attempts, lease_owner = NULL, "
                                "lease_until_ms = NULL, updated_ms = ?1 "
                                "WHERE integration_id = ?2 AND user_id = ?3 "
-                               "AND state = 'failed' AND created_ms >= ?4",
+                               "AND state = 'failed' AND created_ms >= ?4 AND is_test = 0",
                                "recover failed deliveries"},
     [STMT_DELIVERY_REOPEN_STATISTICS] = {"UPDATE integrations SET "
                                          "delivered = MAX(0, delivered - ?1), "
@@ -399,7 +403,7 @@ static const struct statement_def statement_defs[STMT_COUNT] = {
                            "insert an event"},
     /* The SELECT makes a delivery to a missing or another user's integration insert nothing. */
     [STMT_DELIVERY_INSERT] = {"INSERT INTO deliveries (" DELIVERY_COLUMNS ") "
-                              "SELECT ?1, ?2, id, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13 "
+                              "SELECT ?1, ?2, id, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14 "
                               "FROM integrations WHERE id = ?3 AND user_id = ?4",
                               "insert a delivery"},
     [STMT_DELIVERY_GET] = {"SELECT " DELIVERY_COLUMNS " FROM deliveries "
@@ -1567,6 +1571,7 @@ static int sqlite_delivery_insert(struct store *store, const struct delivery *de
     bind_text(&q, d->last_error);
     bind_int(&q, d->created_ms);
     bind_int(&q, d->updated_ms);
+    bind_int(&q, d->test ? 1 : 0);
     status = query_exec(&q, err);
     if (status == 0 && sqlite3_changes(s->db) == 0)
         status =
@@ -1592,6 +1597,7 @@ static void read_delivery(struct query *q, struct delivery *out)
     out->last_error = column_text_dup(q);
     out->created_ms = column_int(q);
     out->updated_ms = column_int(q);
+    out->test = column_int(q) != 0;
 }
 
 static int sqlite_delivery_get(struct store *store, const char *user_id, const char *id,
@@ -1802,6 +1808,7 @@ static struct delivery_job *append_job(struct claim *claim, struct query *q)
     column_text_copy(q, job->user_id, sizeof(job->user_id));
     job->body = column_blob_dup(q, &job->body_len);
     job->attempts_before = (int)column_int(q);
+    job->test = column_int(q) != 0;
     claim_usage(claim, job->integration_id)->claimed++;
     return job;
 }
@@ -1841,7 +1848,8 @@ static int fill_jobs(struct claim *claim, size_t first, size_t end, bool *found,
         job->headers = copy_headers(target.headers, target.header_count);
         job->header_count = target.header_count;
         job->timeout_ms = target.timeout_ms;
-        job->max_retries = target.max_retries;
+        /* A test delivery makes one attempt: its caller waits for that outcome. */
+        job->max_retries = job->test ? 0 : target.max_retries;
     }
     claim_target_release(&target);
     return status;
@@ -2333,7 +2341,8 @@ static int record_outcomes(struct sqlite_store *s, const struct attempt_outcome 
             break;
         }
         if (results[i] == 0)
-            statistics_add(&statistics, integration_id, &outcomes[i]);
+            if (!outcomes[i].test)
+                statistics_add(&statistics, integration_id, &outcomes[i]);
     }
     if (status == 0)
         status = write_statistics(s, &statistics, err);
@@ -2379,7 +2388,8 @@ static int sqlite_delivery_finish(struct store *store, const struct attempt_outc
         return status;
     status = record_outcome(s, outcome, integration_id, err);
     if (status == 0) {
-        statistics_add(&statistics, integration_id, outcome);
+        if (!outcome->test)
+            statistics_add(&statistics, integration_id, outcome);
         status = write_statistics(s, &statistics, err);
     }
     free(statistics.changes);
@@ -2672,8 +2682,15 @@ static int redeliver_one(struct sqlite_store *s, const char *user_id, const char
         return status;
     before = out->state;
     if (before != DELIVERY_SUCCEEDED && before != DELIVERY_FAILED)
-        return bh_error_set(err, BH_ERR_CONFLICT, "id", "delivery %s is %s, not finished", id,
-                            state_name(before));
+        return bh_error_set(err, BH_ERR_CONFLICT, "id",
+                            "delivery %s is %s, not finished; only a succeeded or failed "
+                            "delivery can be sent again",
+                            id, state_name(before));
+    if (out->test)
+        return bh_error_set(err, BH_ERR_CONFLICT, "id",
+                            "delivery %s is a test; send a new test with "
+                            "POST /v1/integrations/%s/test",
+                            id, out->integration_id);
 
     query_start(&q, s, STMT_DELIVERY_REDELIVER);
     bind_int(&q, now_ms);

@@ -81,6 +81,7 @@ struct delivery {
     int64_t updated_ms;
     int last_http_status;    /* 0 when the last attempt got no HTTP response */
     char *last_error;        /* NULL after a success or before any attempt */
+    bool test;               /* a test delivery: one attempt, counted in no statistics */
 };
 
 struct attempt {
@@ -111,6 +112,7 @@ struct delivery_job {
     int attempts_before; /* attempts made before this claim, since the delivery was
                           * created or last sent again (store_delivery_redeliver) */
     int64_t row_ref;     /* the back end's handle on the delivery's row, for attempt_outcome */
+    bool test;           /* a test delivery: max_retries is 0 and statistics stay unchanged */
 };
 
 /* The result of one attempt, and what the delivery becomes. */
@@ -127,6 +129,7 @@ struct attempt_outcome {
     size_t response_excerpt_len;
     enum delivery_state new_state; /* PENDING to retry, SUCCEEDED, or FAILED for good */
     int64_t next_attempt_ms;       /* when new_state is PENDING */
+    bool test;                     /* the job's test flag: statistics stay unchanged */
 };
 
 /* An integration's claimed jobs that a worker has not finished, running or waiting to run. */

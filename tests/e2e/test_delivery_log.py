@@ -15,7 +15,7 @@ LEAD = {"id": "lead-1", "firstName": "Jane", "lastName": "Smith"}
 CAMPAIGN_ID = "q1"
 ALL_EVENTS = ["connection_request_sent", "connection_request_accepted", "message_sent",
               "message_replied"]
-SUMMARY_KEYS = {"id", "eventId", "eventType", "status", "attemptCount", "lastHttpStatus",
+SUMMARY_KEYS = {"id", "eventId", "eventType", "status", "attemptCount", "lastHttpStatus", "test",
                 "lastError", "createdAt", "updatedAt", "nextAttemptAt"}
 FAIL = (500, 0, {})
 OK = (200, 0, {})
