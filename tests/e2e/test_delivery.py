@@ -345,3 +345,29 @@ def test_automation_providers_get_same_payload(server, make_recorder):
     assert bodies["zapier"] == bodies["webhook"]
     assert bodies["make"] == bodies["webhook"]
     assert bodies["n8n"] == bodies["webhook"]
+
+
+def test_deleted_integration_gets_nothing_more(server, make_recorder):
+    slow = make_recorder([(500, 0, {})])
+    kept = make_recorder()
+    setup_campaign(server)
+    deleted = create_integration(server, slow.url, name="deleted")
+    other = create_integration(server, kept.url, name="kept")
+    connect(server, CAMPAIGN["id"], deleted["id"])
+    connect(server, CAMPAIGN["id"], other["id"])
+    first = post_event(server)
+    slow.wait_count(1)
+    pending = [d["id"] for d in first["deliveries"] if d["integrationId"] == deleted["id"]][0]
+
+    server.ok("DELETE", f"/v1/integrations/{deleted['id']}")
+
+    mappings = server.ok("GET", f"/v1/campaigns/{CAMPAIGN['id']}/integrations")["data"]
+    assert [m["integrationId"] for m in mappings] == [other["id"]]
+    status, _, _ = server.request("GET", f"/v1/deliveries/{pending}")
+    assert status == 404
+    later = post_event(server)
+    assert [d["integrationId"] for d in later["deliveries"]] == [other["id"]]
+    kept.wait_count(2)
+    attempts_at_delete = slow.count()
+    time.sleep(1.0)
+    assert slow.count() == attempts_at_delete

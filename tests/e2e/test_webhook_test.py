@@ -1,9 +1,13 @@
 """End to end: POST /v1/integrations/{id}/test sends the sample payload and reports the outcome."""
+import http.server
 import json
 import socket
+import ssl
 import subprocess
+import threading
 
 from conftest import BEARHOOK_BIN
+from test_api import make_certificate
 from test_delivery import create_integration, headers_of, sign
 
 
@@ -106,3 +110,25 @@ def test_other_users_integration_not_found(server, make_recorder):
 
     assert status == 404
     assert recorder.count() == 0
+
+
+def test_tls_failure_named(start_server, tmp_path):
+    cert, key = make_certificate(str(tmp_path))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        # No --tls-ca-file: the receiver's self-signed certificate is not trusted.
+        server = start_server(["--allow-networks", "127.0.0.0/8"])
+        integration = create_integration(server, f"https://127.0.0.1:{httpd.server_address[1]}/h")
+
+        outcome = server.ok("POST", f"/v1/integrations/{integration['id']}/test")
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+    assert outcome["success"] is False
+    assert outcome["failure"] == "tls_failure"
