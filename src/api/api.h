@@ -92,6 +92,9 @@ void router_allowed_methods(const char *path, char *out, size_t size);
 int request_json_object(const struct request *request, json_t **out, struct bh_error *err);
 /* Returns the query parameter's value, or NULL. */
 const char *request_query(const struct request *request, const char *name);
+/* Reads ?limit=N: default_limit when absent, else 1 to max_limit; errors name "limit". */
+int request_limit(const struct request *request, size_t default_limit, size_t max_limit,
+                  size_t *limit, struct bh_error *err);
 /* Sends an error body for err, mapping its status to the HTTP status. */
 enum MHD_Result respond_error(struct MHD_Connection *connection, const struct bh_error *err);
 enum MHD_Result respond_json(struct MHD_Connection *connection, unsigned int status,

@@ -296,23 +296,6 @@ static int parse_time(const char *name, const char *text, int64_t *unix_ms, stru
                         name, text);
 }
 
-static int parse_log_limit(const char *text, size_t *limit, struct bh_error *err)
-{
-    char *end = NULL;
-    long value;
-
-    *limit = LOG_LIMIT_DEFAULT;
-    if (!text)
-        return BH_OK;
-    value = strtol(text, &end, 10);
-    if (end == text || *end != '\0' || value < 1 || value > LOG_LIMIT_MAX)
-        return bh_error_set(err, BH_ERR_INVALID, "limit",
-                            "limit \"%.32s\" is invalid; use a whole number from 1 to %d", text,
-                            LOG_LIMIT_MAX);
-    *limit = (size_t)value;
-    return BH_OK;
-}
-
 /* Reads the log's query parameters into filter; id receives the cursor's delivery id. */
 static int parse_log_query(const struct request *request, struct delivery_filter *filter,
                            char id[DELIVERY_ID_LEN + 1], struct bh_error *err)
@@ -352,7 +335,7 @@ static int parse_log_query(const struct request *request, struct delivery_filter
                               "ends after it starts",
                               v[3], v[2]);
     if (result == BH_OK)
-        result = parse_log_limit(v[4], &filter->limit, err);
+        result = request_limit(request, LOG_LIMIT_DEFAULT, LOG_LIMIT_MAX, &filter->limit, err);
     if (result == BH_OK && v[5])
         result = parse_cursor(v[5], filter, id, err);
     return result;

@@ -153,23 +153,6 @@ static int get_record(enum record_kind kind, struct api_context *api, struct req
                         &response->body, err);
 }
 
-static int parse_limit(const char *text, size_t *limit, struct bh_error *err)
-{
-    char *end = NULL;
-    long value;
-
-    *limit = LIST_LIMIT_DEFAULT;
-    if (!text)
-        return BH_OK;
-    value = strtol(text, &end, 10);
-    if (end == text || *end != '\0' || value < 1 || value > LIST_LIMIT_MAX)
-        return bh_error_set(err, BH_ERR_INVALID, "limit",
-                            "limit \"%.32s\" is invalid; use a whole number from 1 to %d", text,
-                            LIST_LIMIT_MAX);
-    *limit = (size_t)value;
-    return BH_OK;
-}
-
 static int list_records(enum record_kind kind, struct api_context *api, struct request *request,
                         struct response *response, struct bh_error *err)
 {
@@ -181,7 +164,7 @@ static int list_records(enum record_kind kind, struct api_context *api, struct r
     json_t *last = NULL;
     int result;
 
-    result = parse_limit(request_query(request, "limit"), &limit, err);
+    result = request_limit(request, LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, &limit, err);
     if (result != BH_OK)
         return result;
     /* One more than the page, to know whether another page follows. */

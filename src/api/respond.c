@@ -1,4 +1,5 @@
 /* Request parsing and JSON responses shared by every handler. */
+#include <stdlib.h>
 #include <string.h>
 
 #include "api/api.h"
@@ -136,6 +137,25 @@ int json_reject_unknown_fields(json_t *object, const char *const *allowed, const
         buf_release(&names);
         return result;
     }
+    return BH_OK;
+}
+
+int request_limit(const struct request *request, size_t default_limit, size_t max_limit,
+                  size_t *limit, struct bh_error *err)
+{
+    const char *text = request_query(request, "limit");
+    char *end = NULL;
+    long value;
+
+    *limit = default_limit;
+    if (!text)
+        return BH_OK;
+    value = strtol(text, &end, 10);
+    if (end == text || *end != '\0' || value < 1 || (size_t)value > max_limit)
+        return bh_error_set(err, BH_ERR_INVALID, "limit",
+                            "limit \"%.32s\" is invalid; use a whole number from 1 to %zu", text,
+                            max_limit);
+    *limit = (size_t)value;
     return BH_OK;
 }
 
