@@ -354,7 +354,7 @@ void delivery_list_free(struct delivery *items, size_t count);
  * counts from here). The integration's delivered or failed count drops by one, since the
  * delivery is no longer finished. out receives the delivery as it now is. Returns
  * BH_ERR_NOT_FOUND when the delivery is missing or another user's, BH_ERR_CONFLICT when it is
- * pending or cancelled; nothing is written then.
+ * pending or cancelled or a test delivery; nothing is written then.
  */
 int store_delivery_redeliver(struct store *store, const char *user_id, const char *id,
                              int64_t now_ms, struct delivery *out, struct bh_error *err);

@@ -1977,6 +1977,612 @@ static void purge_idempotency_by_age(void **state)
     free(answer);
 }
 
+/* ---- Integration updates, mappings by id and the latest campaign of a lead ---- */
+
+/* Replaces every setting of integration with new values, for store_integration_update. */
+static void change_settings(struct integration *integration, uint32_t events, int64_t updated_ms)
+{
+    free(integration->name);
+    integration->name = xstrdup("Renamed sync");
+    free(integration->url);
+    integration->url = xstrdup("https://hooks.example.com/renamed");
+    snprintf(integration->provider, sizeof(integration->provider), "make");
+    integration->signing = false;
+    custom_headers_free(integration->headers, integration->header_count);
+    integration->header_count = 1;
+    integration->headers = xcalloc(1, sizeof(*integration->headers));
+    integration->headers[0].name = xstrdup("X-Region");
+    integration->headers[0].value = xstrdup("eu-west");
+    integration->events = events;
+    integration->max_retries = 2;
+    integration->timeout_ms = 20000;
+    integration->updated_ms = updated_ms;
+}
+
+static void integration_update_writes_settings(void **state)
+{
+    struct fixture *fx = *state;
+    struct integration integration;
+    struct integration loaded;
+    struct mapping *changed = NULL;
+    size_t changed_count = 99;
+    int64_t created_ms;
+    struct bh_error err;
+
+    create_integration(fx, fx->user.id, ALL_EVENTS, &integration);
+    created_ms = integration.created_ms;
+    change_settings(&integration, EVENT_MASK(EVENT_MESSAGE_SENT), T0 + 500);
+    integration.created_ms = T0 + 999; /* created_ms is not a setting, so it is not written */
+    assert_int_equal(
+        store_integration_update(fx->store, &integration, &changed, &changed_count, &err), 0);
+    assert_null(changed);
+    assert_int_equal(changed_count, 0);
+
+    assert_int_equal(store_integration_get(fx->store, fx->user.id, integration.id, &loaded, &err),
+                     0);
+    assert_string_equal(loaded.name, "Renamed sync");
+    assert_string_equal(loaded.url, "https://hooks.example.com/renamed");
+    assert_string_equal(loaded.provider, "make");
+    assert_false(loaded.signing);
+    assert_null(loaded.secret);
+    assert_int_equal(loaded.events, EVENT_MASK(EVENT_MESSAGE_SENT));
+    assert_int_equal(loaded.header_count, 1);
+    assert_string_equal(loaded.headers[0].name, "X-Region");
+    assert_string_equal(loaded.headers[0].value, "eu-west");
+    assert_int_equal(loaded.max_retries, 2);
+    assert_int_equal(loaded.timeout_ms, 20000);
+    assert_int_equal(loaded.updated_ms, T0 + 500);
+    assert_int_equal(loaded.created_ms, created_ms);
+    assert_int_equal(loaded.status, INTEGRATION_ACTIVE);
+    assert_int_equal(loaded.delivered, 0);
+    assert_int_equal(loaded.failed, 0);
+    integration_release(&loaded);
+    integration_release(&integration);
+}
+
+static void integration_update_shrinks_mappings(void **state)
+{
+    struct fixture *fx = *state;
+    const uint32_t kept = EVENT_MASK(EVENT_MESSAGE_SENT) | EVENT_MASK(EVENT_MESSAGE_REPLIED);
+    struct integration integration;
+    struct integration sibling;
+    struct mapping *changed = NULL;
+    struct mapping m;
+    size_t changed_count = 0;
+    struct bh_error err;
+
+    create_integration(fx, fx->user.id, ALL_EVENTS, &integration);
+    create_integration(fx, fx->user.id, ALL_EVENTS, &sibling);
+    /* Inserted out of campaign id order: the changed list is by campaign id. */
+    put_mapping(fx, fx->user.id, "campaign-c", integration.id,
+                EVENT_MASK(EVENT_CONNECTION_REQUEST_SENT), true, T0);
+    put_mapping(fx, fx->user.id, "campaign-a", integration.id, EVENT_MASK(EVENT_MESSAGE_SENT), true,
+                T0);
+    put_mapping(fx, fx->user.id, "campaign-b", integration.id, ALL_EVENTS, false, T0);
+    put_mapping(fx, fx->user.id, "campaign-a", sibling.id, ALL_EVENTS, true, T0);
+
+    change_settings(&integration, kept, T0 + 700);
+    assert_int_equal(
+        store_integration_update(fx->store, &integration, &changed, &changed_count, &err), 0);
+
+    /* Exactly the two mappings that enabled a removed event, as they are now. */
+    assert_int_equal(changed_count, 2);
+    assert_string_equal(changed[0].campaign_id, "campaign-b");
+    assert_string_equal(changed[0].integration_id, integration.id);
+    assert_int_equal(changed[0].events, kept);
+    assert_false(changed[0].active);
+    assert_int_equal(changed[0].created_ms, T0);
+    assert_int_equal(changed[0].updated_ms, T0 + 700);
+    assert_string_equal(changed[1].campaign_id, "campaign-c");
+    assert_int_equal(changed[1].events, 0);
+    assert_true(changed[1].active);
+    free(changed);
+
+    /* The stored rows match, and a mapping left with no events stays. */
+    assert_int_equal(
+        store_mapping_get(fx->store, fx->user.id, "campaign-b", integration.id, &m, &err), 0);
+    assert_int_equal(m.events, kept);
+    assert_int_equal(m.updated_ms, T0 + 700);
+    assert_int_equal(
+        store_mapping_get(fx->store, fx->user.id, "campaign-c", integration.id, &m, &err), 0);
+    assert_int_equal(m.events, 0);
+    assert_int_equal(
+        store_mapping_get(fx->store, fx->user.id, "campaign-a", integration.id, &m, &err), 0);
+    assert_int_equal(m.events, EVENT_MASK(EVENT_MESSAGE_SENT));
+    assert_int_equal(m.updated_ms, T0);
+
+    /* Another integration's mapping on the same campaign keeps its events. */
+    assert_int_equal(store_mapping_get(fx->store, fx->user.id, "campaign-a", sibling.id, &m, &err),
+                     0);
+    assert_int_equal(m.events, ALL_EVENTS);
+    assert_int_equal(m.updated_ms, T0);
+    integration_release(&sibling);
+    integration_release(&integration);
+}
+
+static void integration_update_other_user_not_found(void **state)
+{
+    struct fixture *fx = *state;
+    struct integration integration;
+    struct integration loaded;
+    struct mapping *changed = NULL;
+    struct mapping m;
+    size_t changed_count = 99;
+    struct bh_error err;
+
+    create_integration(fx, fx->user.id, ALL_EVENTS, &integration);
+    put_mapping(fx, fx->user.id, "campaign-1", integration.id, ALL_EVENTS, true, T0);
+
+    change_settings(&integration, EVENT_MASK(EVENT_MESSAGE_SENT), T0 + 500);
+    snprintf(integration.user_id, sizeof(integration.user_id), "%s", fx->other.id);
+    assert_int_equal(
+        store_integration_update(fx->store, &integration, &changed, &changed_count, &err),
+        BH_ERR_NOT_FOUND);
+    assert_null(changed);
+    assert_int_equal(changed_count, 0);
+
+    /* Neither the settings nor the mapping changed. */
+    assert_int_equal(store_integration_get(fx->store, fx->user.id, integration.id, &loaded, &err),
+                     0);
+    assert_string_equal(loaded.name, "CRM sync");
+    assert_true(loaded.signing);
+    assert_int_equal(loaded.events, ALL_EVENTS);
+    assert_int_equal(loaded.updated_ms, loaded.created_ms);
+    integration_release(&loaded);
+    assert_int_equal(
+        store_mapping_get(fx->store, fx->user.id, "campaign-1", integration.id, &m, &err), 0);
+    assert_int_equal(m.events, ALL_EVENTS);
+    assert_int_equal(m.updated_ms, T0);
+    integration_release(&integration);
+}
+
+static void mapping_get_and_delete(void **state)
+{
+    struct fixture *fx = *state;
+    struct integration integration;
+    struct integration other_integration;
+    struct mapping m;
+    struct bh_error err;
+
+    create_integration(fx, fx->user.id, ALL_EVENTS, &integration);
+    create_integration(fx, fx->user.id, ALL_EVENTS, &other_integration);
+    put_mapping(fx, fx->user.id, "campaign-1", integration.id, EVENT_MASK(EVENT_MESSAGE_SENT),
+                false, T0 + 3);
+    put_mapping(fx, fx->user.id, "campaign-1", other_integration.id, ALL_EVENTS, true, T0);
+
+    assert_int_equal(
+        store_mapping_get(fx->store, fx->user.id, "campaign-1", integration.id, &m, &err), 0);
+    assert_string_equal(m.campaign_id, "campaign-1");
+    assert_string_equal(m.integration_id, integration.id);
+    assert_int_equal(m.events, EVENT_MASK(EVENT_MESSAGE_SENT));
+    assert_false(m.active);
+    assert_int_equal(m.created_ms, T0 + 3);
+
+    assert_int_equal(
+        store_mapping_get(fx->store, fx->user.id, "campaign-2", integration.id, &m, &err),
+        BH_ERR_NOT_FOUND);
+    assert_int_equal(
+        store_mapping_get(fx->store, fx->other.id, "campaign-1", integration.id, &m, &err),
+        BH_ERR_NOT_FOUND);
+    assert_int_equal(
+        store_mapping_delete(fx->store, fx->other.id, "campaign-1", integration.id, &err),
+        BH_ERR_NOT_FOUND);
+
+    assert_int_equal(
+        store_mapping_delete(fx->store, fx->user.id, "campaign-1", integration.id, &err), 0);
+    assert_int_equal(
+        store_mapping_get(fx->store, fx->user.id, "campaign-1", integration.id, &m, &err),
+        BH_ERR_NOT_FOUND);
+    assert_int_equal(
+        store_mapping_delete(fx->store, fx->user.id, "campaign-1", integration.id, &err),
+        BH_ERR_NOT_FOUND);
+
+    /* Only that mapping is deleted, so the other integration's mapping on the campaign stays. */
+    assert_int_equal(
+        store_mapping_get(fx->store, fx->user.id, "campaign-1", other_integration.id, &m, &err), 0);
+    integration_release(&other_integration);
+    integration_release(&integration);
+}
+
+/* Inserts an event of lead_id, accepted at created_ms. campaign_id may be NULL. */
+static void insert_lead_event(struct fixture *fx, const char *user_id, const char *lead_id,
+                              const char *campaign_id, int64_t created_ms)
+{
+    struct event_record event = {.type = EVENT_MESSAGE_SENT};
+    struct bh_error err;
+
+    event_id_generate(event.id);
+    snprintf(event.user_id, sizeof(event.user_id), "%s", user_id);
+    event.lead_id = (char *)lead_id;
+    event.campaign_id = (char *)campaign_id;
+    event.occurred_ms = created_ms;
+    event.created_ms = created_ms;
+    assert_int_equal(store_event_insert(fx->store, &event, &err), 0);
+}
+
+static void lead_latest_campaign_picks_newest(void **state)
+{
+    struct fixture *fx = *state;
+    char campaign_id[EXTERNAL_ID_MAX + 1];
+    struct bh_error err;
+
+    /* Inserted out of acceptance order, so the order comes from created_ms. */
+    insert_lead_event(fx, fx->user.id, "lead-1", "campaign-new", T0 + 20);
+    insert_lead_event(fx, fx->user.id, "lead-1", "campaign-old", T0 + 10);
+    insert_lead_event(fx, fx->user.id, "lead-1", NULL, T0 + 30);
+    insert_lead_event(fx, fx->user.id, "lead-2", "campaign-lead-2", T0 + 40);
+    insert_lead_event(fx, fx->other.id, "lead-1", "campaign-theirs", T0 + 50);
+    insert_lead_event(fx, fx->user.id, "lead-3", NULL, T0 + 60);
+
+    memset(campaign_id, 'x', sizeof(campaign_id));
+    assert_int_equal(
+        store_lead_latest_campaign(fx->store, fx->user.id, "lead-1", campaign_id, &err), 0);
+    assert_string_equal(campaign_id, "campaign-new");
+
+    assert_int_equal(
+        store_lead_latest_campaign(fx->store, fx->other.id, "lead-1", campaign_id, &err), 0);
+    assert_string_equal(campaign_id, "campaign-theirs");
+
+    /* A lead whose events name no campaign, and a lead with no events at all. */
+    assert_int_equal(
+        store_lead_latest_campaign(fx->store, fx->user.id, "lead-3", campaign_id, &err), 0);
+    assert_string_equal(campaign_id, "");
+    memset(campaign_id, 'x', sizeof(campaign_id));
+    assert_int_equal(
+        store_lead_latest_campaign(fx->store, fx->user.id, "lead-9", campaign_id, &err), 0);
+    assert_string_equal(campaign_id, "");
+}
+
+/* ---- The delivery log ---- */
+
+/* Inserts an event of type and its delivery to integration in state, created at created_ms. */
+static void create_listed_delivery(struct fixture *fx, const struct integration *integration,
+                                   int type, enum delivery_state state, int64_t created_ms,
+                                   struct delivery *out)
+{
+    struct event_record event;
+    struct bh_error err;
+
+    memset(&event, 0, sizeof(event));
+    event_id_generate(event.id);
+    snprintf(event.user_id, sizeof(event.user_id), "%s", integration->user_id);
+    event.type = type;
+    event.lead_id = "lead-1";
+    event.occurred_ms = created_ms;
+    event.created_ms = created_ms;
+    assert_int_equal(store_event_insert(fx->store, &event, &err), 0);
+
+    fill_delivery(&event, integration, created_ms, out);
+    out->state = state;
+    out->created_ms = created_ms;
+    out->updated_ms = created_ms;
+    assert_int_equal(store_delivery_insert(fx->store, out, &err), 0);
+}
+
+static struct delivery_filter filter_all(const char *integration_id, size_t limit)
+{
+    struct delivery_filter filter = {
+        .integration_id = integration_id,
+        .state = -1,
+        .event_type = -1,
+        .since_ms = INT64_MIN,
+        .until_ms = INT64_MAX,
+        .limit = limit,
+    };
+
+    return filter;
+}
+
+static void delivery_list_filters_and_pages(void **state)
+{
+    struct fixture *fx = *state;
+    struct integration integration;
+    struct integration sibling;
+    struct delivery d[5];
+    struct delivery elsewhere;
+    struct delivery *items = NULL;
+    struct delivery_filter filter;
+    const char *newer_tie;
+    const char *older_tie;
+    size_t count = 0;
+    struct bh_error err;
+
+    create_integration(fx, fx->user.id, ALL_EVENTS, &integration);
+    create_integration(fx, fx->user.id, ALL_EVENTS, &sibling);
+    create_listed_delivery(fx, &integration, EVENT_MESSAGE_SENT, DELIVERY_PENDING, T0 + 1, &d[0]);
+    create_listed_delivery(fx, &integration, EVENT_MESSAGE_REPLIED, DELIVERY_FAILED, T0 + 2, &d[1]);
+    create_listed_delivery(fx, &integration, EVENT_MESSAGE_SENT, DELIVERY_SUCCEEDED, T0 + 3, &d[2]);
+    create_listed_delivery(fx, &integration, EVENT_MESSAGE_REPLIED, DELIVERY_SUCCEEDED, T0 + 3,
+                           &d[3]);
+    create_listed_delivery(fx, &integration, EVENT_MESSAGE_SENT, DELIVERY_FAILED, T0 + 5, &d[4]);
+    create_listed_delivery(fx, &sibling, EVENT_MESSAGE_SENT, DELIVERY_FAILED, T0 + 4, &elsewhere);
+
+    /* d[2] and d[3] share created_ms, so the larger id comes first. */
+    newer_tie = strcmp(d[2].id, d[3].id) > 0 ? d[2].id : d[3].id;
+    older_tie = strcmp(d[2].id, d[3].id) > 0 ? d[3].id : d[2].id;
+
+    /* Newest first, without bodies, and only this integration's. */
+    filter = filter_all(integration.id, 10);
+    assert_int_equal(store_delivery_list(fx->store, fx->user.id, &filter, &items, &count, &err), 0);
+    assert_int_equal(count, 5);
+    assert_string_equal(items[0].id, d[4].id);
+    assert_string_equal(items[1].id, newer_tie);
+    assert_string_equal(items[2].id, older_tie);
+    assert_string_equal(items[3].id, d[1].id);
+    assert_string_equal(items[4].id, d[0].id);
+    assert_null(items[0].body);
+    assert_int_equal(items[0].state, DELIVERY_FAILED);
+    assert_int_equal(items[0].event_type, EVENT_MESSAGE_SENT);
+    assert_int_equal(items[0].created_ms, T0 + 5);
+    delivery_list_free(items, count);
+
+    /* Another user sees none of them. */
+    assert_int_equal(store_delivery_list(fx->store, fx->other.id, &filter, &items, &count, &err),
+                     0);
+    assert_int_equal(count, 0);
+    delivery_list_free(items, count);
+
+    filter.state = DELIVERY_FAILED;
+    assert_int_equal(store_delivery_list(fx->store, fx->user.id, &filter, &items, &count, &err), 0);
+    assert_int_equal(count, 2);
+    assert_string_equal(items[0].id, d[4].id);
+    assert_string_equal(items[1].id, d[1].id);
+    delivery_list_free(items, count);
+
+    filter = filter_all(integration.id, 10);
+    filter.event_type = EVENT_MESSAGE_REPLIED;
+    assert_int_equal(store_delivery_list(fx->store, fx->user.id, &filter, &items, &count, &err), 0);
+    assert_int_equal(count, 2);
+    assert_string_equal(items[0].id, d[3].id);
+    assert_string_equal(items[1].id, d[1].id);
+    delivery_list_free(items, count);
+
+    /* Both time bounds are inclusive. */
+    filter = filter_all(integration.id, 10);
+    filter.since_ms = T0 + 2;
+    filter.until_ms = T0 + 3;
+    assert_int_equal(store_delivery_list(fx->store, fx->user.id, &filter, &items, &count, &err), 0);
+    assert_int_equal(count, 3);
+    assert_string_equal(items[0].id, newer_tie);
+    assert_string_equal(items[1].id, older_tie);
+    assert_string_equal(items[2].id, d[1].id);
+    delivery_list_free(items, count);
+
+    /* Pages of two continue from the last row, across the tie, with no overlap. */
+    filter = filter_all(integration.id, 2);
+    assert_int_equal(store_delivery_list(fx->store, fx->user.id, &filter, &items, &count, &err), 0);
+    assert_int_equal(count, 2);
+    assert_string_equal(items[0].id, d[4].id);
+    assert_string_equal(items[1].id, newer_tie);
+    delivery_list_free(items, count);
+
+    filter.before_id = newer_tie;
+    filter.before_ms = T0 + 3;
+    assert_int_equal(store_delivery_list(fx->store, fx->user.id, &filter, &items, &count, &err), 0);
+    assert_int_equal(count, 2);
+    assert_string_equal(items[0].id, older_tie);
+    assert_string_equal(items[1].id, d[1].id);
+    delivery_list_free(items, count);
+
+    filter.before_id = d[1].id;
+    filter.before_ms = T0 + 2;
+    assert_int_equal(store_delivery_list(fx->store, fx->user.id, &filter, &items, &count, &err), 0);
+    assert_int_equal(count, 1);
+    assert_string_equal(items[0].id, d[0].id);
+    delivery_list_free(items, count);
+
+    filter.before_id = d[0].id;
+    filter.before_ms = T0 + 1;
+    assert_int_equal(store_delivery_list(fx->store, fx->user.id, &filter, &items, &count, &err), 0);
+    assert_int_equal(count, 0);
+    delivery_list_free(items, count);
+    integration_release(&sibling);
+    integration_release(&integration);
+}
+
+/* Claims the one due delivery as worker-a and finishes it in new_state. */
+static void finish_claimed(struct fixture *fx, const struct delivery *d,
+                           enum delivery_state new_state)
+{
+    struct delivery_job *jobs = NULL;
+    struct attempt_outcome o;
+    size_t count = 0;
+    struct bh_error err;
+
+    claim(fx, "worker-a", T0, 1, &jobs, &count);
+    assert_int_equal(count, 1);
+    assert_string_equal(jobs[0].delivery_id, d->id);
+    o = outcome_for(d, "worker-a", new_state);
+    o.test = jobs[0].test;
+    assert_int_equal(store_delivery_finish(fx->store, &o, &err), 0);
+    delivery_job_list_free(jobs, count);
+}
+
+static void redeliver_failed_becomes_pending(void **state)
+{
+    struct fixture *fx = *state;
+    struct integration integration;
+    struct integration loaded;
+    struct delivery d;
+    struct delivery out;
+    struct delivery after;
+    struct bh_error err;
+
+    create_integration(fx, fx->user.id, ALL_EVENTS, &integration);
+    create_delivery(fx, &integration, T0, &d);
+    finish_claimed(fx, &d, DELIVERY_FAILED);
+    assert_int_equal(store_integration_get(fx->store, fx->user.id, integration.id, &loaded, &err),
+                     0);
+    assert_int_equal(loaded.failed, 1);
+    integration_release(&loaded);
+
+    assert_int_equal(store_delivery_redeliver(fx->store, fx->other.id, d.id, T0 + 5000, &out, &err),
+                     BH_ERR_NOT_FOUND);
+    assert_int_equal(store_delivery_redeliver(fx->store, fx->user.id, d.id, T0 + 5000, &out, &err),
+                     0);
+    assert_int_equal(out.state, DELIVERY_PENDING);
+    assert_int_equal(out.next_attempt_ms, T0 + 5000);
+    delivery_release(&out);
+
+    /* Pending and due again, keeping its attempt. */
+    assert_int_equal(store_delivery_get(fx->store, fx->user.id, d.id, &after, &err), 0);
+    assert_int_equal(after.state, DELIVERY_PENDING);
+    assert_int_equal(after.next_attempt_ms, T0 + 5000);
+    assert_int_equal(after.attempts, 1);
+    delivery_release(&after);
+    assert_int_equal(store_integration_get(fx->store, fx->user.id, integration.id, &loaded, &err),
+                     0);
+    assert_int_equal(loaded.failed, 0);
+    assert_int_equal(loaded.delivered, 0);
+    integration_release(&loaded);
+
+    /* Now pending, it cannot be sent again. */
+    assert_int_equal(store_delivery_redeliver(fx->store, fx->user.id, d.id, T0 + 6000, &out, &err),
+                     BH_ERR_CONFLICT);
+    assert_int_equal(store_delivery_get(fx->store, fx->user.id, d.id, &after, &err), 0);
+    assert_int_equal(after.next_attempt_ms, T0 + 5000);
+    delivery_release(&after);
+    integration_release(&integration);
+}
+
+static void redeliver_test_is_conflict(void **state)
+{
+    struct fixture *fx = *state;
+    struct integration integration;
+    struct delivery d;
+    struct delivery out;
+    struct delivery after;
+    struct event_record event;
+    struct bh_error err;
+
+    create_integration(fx, fx->user.id, ALL_EVENTS, &integration);
+    create_event(fx, fx->user.id, "campaign-1", &event);
+    fill_delivery(&event, &integration, T0, &d);
+    d.state = DELIVERY_FAILED;
+    d.test = true;
+    assert_int_equal(store_delivery_insert(fx->store, &d, &err), 0);
+
+    assert_int_equal(store_delivery_redeliver(fx->store, fx->user.id, d.id, T0 + 5000, &out, &err),
+                     BH_ERR_CONFLICT);
+    assert_int_equal(store_delivery_get(fx->store, fx->user.id, d.id, &after, &err), 0);
+    assert_int_equal(after.state, DELIVERY_FAILED);
+    assert_true(after.test);
+    delivery_release(&after);
+    integration_release(&integration);
+}
+
+/* Inserts a pending test delivery to integration, due at T0. */
+static void create_test_delivery(struct fixture *fx, const struct integration *integration,
+                                 struct delivery *out)
+{
+    struct event_record event;
+    struct bh_error err;
+
+    create_event(fx, integration->user_id, "campaign-1", &event);
+    fill_delivery(&event, integration, T0, out);
+    out->test = true;
+    assert_int_equal(store_delivery_insert(fx->store, out, &err), 0);
+}
+
+static void assert_statistics_untouched(struct fixture *fx, const struct integration *integration)
+{
+    struct integration loaded;
+    struct bh_error err;
+
+    assert_int_equal(store_integration_get(fx->store, fx->user.id, integration->id, &loaded, &err),
+                     0);
+    assert_int_equal(loaded.delivered, 0);
+    assert_int_equal(loaded.failed, 0);
+    assert_int_equal(loaded.status, INTEGRATION_ACTIVE);
+    assert_int_equal(loaded.last_delivery_ms, 0);
+    assert_null(loaded.last_error);
+    assert_int_equal(loaded.last_error_ms, 0);
+    integration_release(&loaded);
+}
+
+static void test_delivery_claim_no_retries(void **state)
+{
+    struct fixture *fx = *state;
+    struct integration integration;
+    struct delivery d;
+    struct delivery_job *jobs = NULL;
+    size_t count = 0;
+
+    create_integration(fx, fx->user.id, ALL_EVENTS, &integration);
+    create_test_delivery(fx, &integration, &d);
+
+    claim(fx, "worker-a", T0, 1, &jobs, &count);
+    assert_int_equal(count, 1);
+    assert_string_equal(jobs[0].delivery_id, d.id);
+    assert_true(jobs[0].test);
+    assert_int_equal(jobs[0].max_retries, 0);
+    delivery_job_list_free(jobs, count);
+    integration_release(&integration);
+}
+
+static void test_delivery_finish_keeps_stats(void **state)
+{
+    struct fixture *fx = *state;
+    struct integration integration;
+    struct delivery d;
+    struct delivery after;
+    struct bh_error err;
+
+    create_integration(fx, fx->user.id, ALL_EVENTS, &integration);
+    create_test_delivery(fx, &integration, &d);
+    finish_claimed(fx, &d, DELIVERY_FAILED);
+
+    /* The attempt is recorded on the delivery, but not in the integration's statistics. */
+    assert_int_equal(store_delivery_get(fx->store, fx->user.id, d.id, &after, &err), 0);
+    assert_int_equal(after.state, DELIVERY_FAILED);
+    assert_int_equal(after.attempts, 1);
+    assert_int_equal(after.last_http_status, 503);
+    delivery_release(&after);
+    assert_statistics_untouched(fx, &integration);
+    integration_release(&integration);
+}
+
+static void test_delivery_batch_keeps_stats(void **state)
+{
+    struct fixture *fx = *state;
+    struct integration integration;
+    struct delivery d[2];
+    struct delivery after;
+    struct delivery_job *jobs = NULL;
+    struct attempt_outcome o[2];
+    int results[2] = {1, 1};
+    size_t count = 0;
+    struct bh_error err;
+
+    create_integration(fx, fx->user.id, ALL_EVENTS, &integration);
+    create_test_delivery(fx, &integration, &d[0]);
+    create_test_delivery(fx, &integration, &d[1]);
+    claim(fx, "worker-a", T0, 2, &jobs, &count);
+    assert_int_equal(count, 2);
+
+    /* Outcomes follow the jobs' order, each carrying its job's test flag. */
+    for (size_t i = 0; i < 2; i++) {
+        const struct delivery *source = strcmp(jobs[i].delivery_id, d[0].id) == 0 ? &d[0] : &d[1];
+
+        o[i] = outcome_for(source, "worker-a", i == 0 ? DELIVERY_SUCCEEDED : DELIVERY_FAILED);
+        o[i].test = jobs[i].test;
+        assert_true(o[i].test);
+    }
+    assert_int_equal(store_delivery_finish_batch(fx->store, o, 2, results, &err), 0);
+    assert_int_equal(results[0], 0);
+    assert_int_equal(results[1], 0);
+    delivery_job_list_free(jobs, count);
+
+    assert_int_equal(store_delivery_get(fx->store, fx->user.id, o[0].delivery_id, &after, &err), 0);
+    assert_int_equal(after.state, DELIVERY_SUCCEEDED);
+    delivery_release(&after);
+    assert_int_equal(store_delivery_get(fx->store, fx->user.id, o[1].delivery_id, &after, &err), 0);
+    assert_int_equal(after.state, DELIVERY_FAILED);
+    delivery_release(&after);
+    assert_statistics_untouched(fx, &integration);
+    integration_release(&integration);
+}
+
 #define STORE_TEST(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
 
 int main(void)
@@ -2027,6 +2633,17 @@ int main(void)
         STORE_TEST(idempotency_put_and_get),
         STORE_TEST(purge_finished_keeps_pending),
         STORE_TEST(purge_idempotency_by_age),
+        STORE_TEST(integration_update_writes_settings),
+        STORE_TEST(integration_update_shrinks_mappings),
+        STORE_TEST(integration_update_other_user_not_found),
+        STORE_TEST(mapping_get_and_delete),
+        STORE_TEST(lead_latest_campaign_picks_newest),
+        STORE_TEST(delivery_list_filters_and_pages),
+        STORE_TEST(redeliver_failed_becomes_pending),
+        STORE_TEST(redeliver_test_is_conflict),
+        STORE_TEST(test_delivery_claim_no_retries),
+        STORE_TEST(test_delivery_finish_keeps_stats),
+        STORE_TEST(test_delivery_batch_keeps_stats),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
