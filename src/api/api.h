@@ -23,7 +23,7 @@
 #include "core/url.h"
 #include "store/store.h"
 
-/* A handler's status for "the answer comes later": request->job holds the queued work. */
+/* A handler's status for "the response comes later": request->job is the queued work. */
 #define BH_PENDING 1
 
 #define ROUTE_PARAMS_MAX 3
@@ -37,7 +37,7 @@ struct api_context {
     struct store *store;      /* shared by all request threads; hold store_lock to use it */
     pthread_mutex_t store_lock;
     struct ingest *ingest;               /* commits events in groups */
-    struct dispatcher *dispatcher;       /* told about new deliveries; NULL when not running */
+    struct dispatcher *dispatcher;       /* notified of new deliveries; NULL when not running */
     const struct target_policy *targets; /* checks URLs when integrations are saved */
     size_t max_body_bytes;
 };
@@ -76,7 +76,7 @@ struct route {
 
 /*
  * Finds the route for method and path and fills params. Returns the route, or NULL; on NULL,
- * *path_matched tells whether the path exists with another method (405) or not at all (404).
+ * *path_matched is true when the path exists with another method (405) or not at all (404).
  */
 const struct route *router_match(const char *method, const char *path,
                                  char params[ROUTE_PARAMS_MAX][ROUTE_PARAM_MAX + 1],
@@ -122,7 +122,7 @@ int mapping_apply_json(json_t *input, const char *const *allowed,
  * Record helpers (records.c), shared by the record endpoints and event ingest.
  * record_load reads a stored record (*out NULL when there is none). record_merge validates
  * input, which must hold "id", and merges it over the stored record without writing; errors
- * name fields under path (NULL for the kind's name); *changed (when not NULL) tells whether
+ * name fields under path (NULL for the kind's name); *changed (when not NULL) is true when
  * the result differs from what is stored. record_save writes a merged record, given as its
  * compact JSON text too when the caller has it (NULL to serialize it).
  * record_fetch reads one record or fails with BH_ERR_NOT_FOUND naming field.

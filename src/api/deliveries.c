@@ -162,7 +162,7 @@ static enum MHD_Result collect_parameter(void *context, enum MHD_ValueKind kind,
 static const char base64url_digits[] =
     "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
-/* Writes the unpadded base64url of len bytes and a NUL; out holds 4 * ceil(len / 3) + 1. */
+/* Writes the unpadded base64url of len bytes and a NUL; out has room for 4 * ceil(len / 3) + 1 bytes. */
 static void base64url_encode(const unsigned char *in, size_t len, char *out)
 {
     size_t o = 0;
@@ -406,7 +406,7 @@ int handle_delivery_redeliver(struct api_context *api, struct request *request,
         store_delivery_redeliver(api->store, request->user.id, id, clock_now_ms(), &delivery, err);
     if (result == BH_ERR_NOT_FOUND)
         return bh_error_set(err, BH_ERR_NOT_FOUND, "id", "delivery \"%.64s\" not found", id);
-    /* The store's message says why: not finished yet, or a test. */
+    /* The store's message gives the reason: not finished yet, or a test. */
     if (result == BH_ERR_CONFLICT)
         return result;
     if (result != BH_OK)

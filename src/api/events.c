@@ -7,10 +7,10 @@
  * byte for byte on every attempt.
  *
  * A request may carry the client's own "eventId". The first request with it stores its 202
- * answer with the hash of its canonical body (compact JSON with sorted keys, so whitespace
- * and key order do not count); a repeat with the same hash gets that answer again and writes
+ * response with the hash of its canonical body: compact JSON with sorted keys, so whitespace
+ * and key order do not count. A repeat with the same hash gets that response again and writes
  * nothing, and one with another hash gets 409. The committer runs a batch's events in order
- * in one transaction, so a repeat in the same batch sees the first.
+ * in one transaction, so a repeat in the same batch finds the first.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -250,7 +250,7 @@ static int hash_request(json_t *input, char out[2 * SHA256_DIGEST_LENGTH + 1],
 }
 
 /*
- * Looks up the client's eventId. *replayed is true when the job got the stored answer; a
+ * Looks up the client's eventId. *replayed is true when the job got the stored response. A
  * different body with the same eventId is BH_ERR_CONFLICT. BH_OK with *replayed false means
  * the event is new.
  */
@@ -285,7 +285,7 @@ static int replay_answer(struct store *store, struct ingest_job *job, const char
     return result;
 }
 
-/* Stores the answer under the client's eventId, in the transaction of the event. */
+/* Stores the response under the client's eventId, in the transaction of the event. */
 static int save_answer(struct store *store, struct ingest_job *job, const char *hash,
                        int64_t created_ms)
 {

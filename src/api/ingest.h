@@ -1,7 +1,7 @@
 /*
  * Event ingest with group commit.
  *
- * POST /v1/events must not answer 202 before its event and deliveries are durable, and one
+ * POST /v1/events must not respond 202 before its event and deliveries are durable, and one
  * fsync per event would bound ingest at the disk's sync rate. So request threads hand each
  * validated event to one committer thread and suspend their connection; the committer takes
  * every queued event, accepts them all in one transaction, commits once, and resumes the
@@ -41,7 +41,7 @@ struct ingest_job {
     int result;
     struct bh_error err;
     json_t *answer; /* the 202 body, owned */
-    bool replayed;  /* a repeated client eventId: the stored answer, nothing new accepted */
+    bool replayed;  /* a repeated client eventId: the stored response, nothing new accepted */
 
     struct ingest_job *next;
 };

@@ -158,7 +158,7 @@ static void block_signals(void)
 {
     sigset_t signals;
 
-    /* Every thread started after this inherits the mask, so only sigwait sees them. */
+    /* Every thread started after this inherits the mask, so only sigwait receives them. */
     sigemptyset(&signals);
     sigaddset(&signals, SIGINT);
     sigaddset(&signals, SIGTERM);
@@ -180,7 +180,7 @@ struct retention {
     int64_t interval_ms; /* between passes */
 };
 
-/* Sleeps up to ms; false when the thread is told to stop. */
+/* Sleeps up to ms. Returns false when the thread must stop. */
 static bool retention_sleep(struct retention *retention, int64_t ms)
 {
     struct timespec until;
@@ -262,7 +262,7 @@ static void retention_pass(struct retention *retention)
         if (more)
             more = retention_sleep(retention, PURGE_PAUSE_MS);
     }
-    more = retention_sleep(retention, 0); /* false once told to stop */
+    more = retention_sleep(retention, 0); /* false once the thread must stop */
     for (int batch = 0; more && batch < PURGE_BATCHES_MAX; batch++) {
         more = purge_keys(retention, before_ms, &keys);
         if (more)
@@ -436,7 +436,7 @@ static int run(struct serve_settings *settings, struct bh_error *err)
     wait_for_signal();
 
 release:
-    /* Queued events are committed and answered before the connections close. */
+    /* Queued events are committed and their responses sent before the connections close. */
     api_server_quiesce(server);
     ingest_stop(api.ingest);
     api_server_stop(server);

@@ -39,7 +39,7 @@ bool netaddr_parse(const char *text, struct netaddr *out);
 bool netaddr_from_sockaddr(const struct sockaddr *sa, struct netaddr *out);
 void netaddr_format(const struct netaddr *addr, char out[NETADDR_TEXT_MAX]);
 /*
- * Returns the name of the special-purpose range that holds addr: "loopback", "private",
+ * Returns the name of the special-purpose range that contains addr: "loopback", "private",
  * "link-local", "shared address space", "multicast", "reserved", "unspecified", "broadcast",
  * "documentation", "benchmarking", "unique local", "IPv4-compatible" and so on; NULL for a
  * globally reachable unicast address. IPv4-mapped, NAT64 (64:ff9b::/96) and 6to4 (2002::/16)

@@ -149,7 +149,7 @@ static const char *const migrations[] = {
     "CREATE INDEX events_lead ON events(user_id, lead_id, created_ms);",
 
     /*
-     * 4: client event ids, so a repeated POST /v1/events answers as the first one did, and an
+     * 4: client event ids, so a repeated POST /v1/events gets the response of the first one, and an
      * index that lets the retention purge find finished deliveries by age without a scan.
      */
     "CREATE TABLE idempotency_keys ("

@@ -64,7 +64,7 @@ def second_user_key(server):
 
 
 def test_list_filters_and_redeliver(server, make_recorder):
-    # Two failed answers use up the first delivery's attempts; every later one succeeds.
+    # Two failed responses use up the first delivery's attempts; every later one succeeds.
     recorder = make_recorder([FAIL, FAIL, OK])
     integration_id = setup_webhook(server, recorder.url)
     failed_id = post_event(server, "connection_request_accepted")
@@ -136,7 +136,7 @@ def test_redeliver_keeps_a_fresh_retry_budget(server, make_recorder):
 
 
 def test_redeliver_pending_conflicts(server, make_recorder):
-    # The receiver holds the first attempt for two seconds, so the delivery stays pending.
+    # The receiver delays its response to the first attempt by two seconds, so the delivery stays pending.
     recorder = make_recorder([(200, 2, {})])
     setup_webhook(server, recorder.url)
     delivery_id = post_event(server)
@@ -154,7 +154,7 @@ def test_redeliver_pending_conflicts(server, make_recorder):
     assert server.wait_delivery(delivery_id)["attemptCount"] == 2
 
 
-def test_pages_have_no_duplicates_or_gaps_while_deliveries_arrive(server, make_recorder):
+def test_pages_without_duplicates_or_gaps(server, make_recorder):
     recorder = make_recorder()
     integration_id = setup_webhook(server, recorder.url)
     first = {post_event(server) for _ in range(23)}
