@@ -8,6 +8,7 @@
 #include "api/api.h"
 #include "core/clock.h"
 #include "core/ids.h"
+#include "delivery/dispatcher.h"
 #include "util/alloc.h"
 #include "util/log.h"
 
@@ -169,6 +170,9 @@ int handle_integration_update(struct api_context *api, struct request *request,
         result = not_found(request->params[0], err);
     if (result != BH_OK)
         goto release;
+    if (api->dispatcher)
+        dispatcher_signing_changed(api->dispatcher, integration.id, integration.signing,
+                                   integration.secret);
 
     log_info("api", "integration updated integration=%s user=%s signing=%s mappings_changed=%zu",
              integration.id, integration.user_id, integration.signing ? "on" : "off",
@@ -223,9 +227,9 @@ int handle_integration_secret_get(struct api_context *api, struct request *reque
 
 /*
  * Replaces the signing secret (POST /v1/integrations/{id}/secret/rotate). Workers read the
- * secret when they claim a delivery, so every attempt claimed after this commit, retries
- * included, signs with the new secret.
- * NOTE: a job claimed before the commit but still queued in a worker signs with the old one.
+ * secret when they claim a delivery, and this process's dispatcher is told of the change, so
+ * every attempt that starts after this commit, retries and queued jobs included, signs with
+ * the new secret. A dispatcher in another process (--role worker) uses it from its next claim.
  */
 int handle_integration_secret_rotate(struct api_context *api, struct request *request,
                                      struct response *response, struct bh_error *err)
@@ -246,6 +250,8 @@ int handle_integration_secret_rotate(struct api_context *api, struct request *re
         result = not_found(request->params[0], err);
     if (result != BH_OK)
         goto release;
+    if (api->dispatcher)
+        dispatcher_signing_changed(api->dispatcher, integration.id, true, integration.secret);
 
     log_info("api", "integration secret rotated integration=%s user=%s", integration.id,
              integration.user_id);

@@ -139,6 +139,14 @@ struct store_work {
     int64_t next_due_ms;
 };
 
+/* An integration's signing settings as changed at changed_ms, for jobs claimed before then. */
+struct signing_change {
+    char integration_id[ID_LEN + 1];
+    bool signing;
+    char *secret; /* owned; NULL when signing is off */
+    int64_t changed_ms;
+};
+
 struct dispatcher {
     struct dispatcher_options options; /* strings point at the copies below */
     char *store_location;
@@ -147,7 +155,12 @@ struct dispatcher {
     bool curl_ready;
     struct store *store;
     CURLM *multi;
-    pthread_t thread; /* the transfer thread */
+    pthread_t thread;             /* the transfer thread */
+    pthread_mutex_t signing_lock; /* guards signing_changes */
+    struct signing_change *signing_changes;
+    size_t signing_change_count;
+    size_t signing_change_capacity;
+    atomic_size_t signing_changes_live; /* signing_change_count, read without the lock */
     pthread_t store_thread;
     bool thread_started;
     bool store_thread_started;
@@ -664,12 +677,38 @@ static CURLcode configure_attempt(struct attempt_run *run)
     return result;
 }
 
+/*
+ * Replaces the signing settings of a job that was claimed before its integration's signing
+ * settings changed, so an attempt never signs with a secret that was already replaced.
+ */
+static void apply_signing_change(struct dispatcher *dispatcher, struct attempt_run *run)
+{
+    struct delivery_job *job = &run->job;
+
+    if (atomic_load(&dispatcher->signing_changes_live) == 0)
+        return;
+    pthread_mutex_lock(&dispatcher->signing_lock);
+    for (size_t i = 0; i < dispatcher->signing_change_count; i++) {
+        const struct signing_change *change = &dispatcher->signing_changes[i];
+
+        if (strcmp(change->integration_id, job->integration_id) != 0 ||
+            change->changed_ms < run->claimed_ms)
+            continue;
+        free(job->secret);
+        job->secret = change->secret ? xstrdup(change->secret) : NULL;
+        job->signing = change->signing;
+        break;
+    }
+    pthread_mutex_unlock(&dispatcher->signing_lock);
+}
+
 /* Starts the transfer of a run's job. On failure the run goes back to the idle list. */
 static void start_transfer(struct dispatcher *dispatcher, struct attempt_run *run)
 {
     CURLcode result;
     CURLMcode multi_result;
 
+    apply_signing_change(dispatcher, run);
     result = configure_attempt(run);
     if (result != CURLE_OK) {
         log_error(MODULE,
@@ -1437,6 +1476,10 @@ static void dispatcher_free(struct dispatcher *dispatcher)
     free(dispatcher->work.results);
     pthread_cond_destroy(&dispatcher->work_changed);
     pthread_mutex_destroy(&dispatcher->work_lock);
+    for (size_t i = 0; i < dispatcher->signing_change_count; i++)
+        free(dispatcher->signing_changes[i].secret);
+    free(dispatcher->signing_changes);
+    pthread_mutex_destroy(&dispatcher->signing_lock);
     free(dispatcher->store_location);
     free(dispatcher->ca_file);
     free(dispatcher);
@@ -1530,6 +1573,7 @@ struct dispatcher *dispatcher_start(const struct dispatcher_options *options, st
     atomic_init(&dispatcher->stopping, false);
     atomic_init(&dispatcher->notified, true);
     pthread_mutex_init(&dispatcher->work_lock, NULL);
+    pthread_mutex_init(&dispatcher->signing_lock, NULL);
     pthread_cond_init(&dispatcher->work_changed, NULL);
     dispatcher->work_state = WORK_IDLE;
     make_lease_owner(dispatcher->owner);
@@ -1551,6 +1595,40 @@ struct dispatcher *dispatcher_start(const struct dispatcher_options *options, st
 fail:
     dispatcher_free(dispatcher);
     return NULL;
+}
+
+void dispatcher_signing_changed(struct dispatcher *dispatcher, const char *integration_id,
+                                bool signing, const char *secret)
+{
+    /* A claim older than this has no job left: its lease has ended and it was dropped. */
+    int64_t oldest_ms = clock_now_ms() - 2 * (TIMEOUT_MS_MAX + dispatcher->options.lease_margin_ms);
+    struct signing_change *change = NULL;
+    size_t kept = 0;
+
+    pthread_mutex_lock(&dispatcher->signing_lock);
+    for (size_t i = 0; i < dispatcher->signing_change_count; i++) {
+        struct signing_change *entry = &dispatcher->signing_changes[i];
+
+        if (entry->changed_ms < oldest_ms || strcmp(entry->integration_id, integration_id) == 0) {
+            free(entry->secret);
+            continue;
+        }
+        dispatcher->signing_changes[kept++] = *entry;
+    }
+    dispatcher->signing_change_count = kept;
+    if (kept == dispatcher->signing_change_capacity) {
+        dispatcher->signing_change_capacity = kept ? 2 * kept : 8;
+        dispatcher->signing_changes =
+            xrealloc(dispatcher->signing_changes,
+                     dispatcher->signing_change_capacity * sizeof(*dispatcher->signing_changes));
+    }
+    change = &dispatcher->signing_changes[dispatcher->signing_change_count++];
+    snprintf(change->integration_id, sizeof(change->integration_id), "%s", integration_id);
+    change->signing = signing;
+    change->secret = signing && secret ? xstrdup(secret) : NULL;
+    change->changed_ms = clock_now_ms();
+    atomic_store(&dispatcher->signing_changes_live, dispatcher->signing_change_count);
+    pthread_mutex_unlock(&dispatcher->signing_lock);
 }
 
 void dispatcher_notify(struct dispatcher *dispatcher)

@@ -27,6 +27,8 @@
 
 #include <stdint.h>
 
+#include <stdbool.h>
+
 #include "core/error.h"
 #include "core/url.h"
 #include "delivery/retry.h"
@@ -53,6 +55,15 @@ struct dispatcher;
 struct dispatcher *dispatcher_start(const struct dispatcher_options *options, struct bh_error *err);
 /* Wakes the dispatcher to claim due deliveries at once; safe from any thread. */
 void dispatcher_notify(struct dispatcher *dispatcher);
+/*
+ * Records that an integration's signing settings changed (a rotated secret, signing turned on
+ * or off), so that jobs claimed before the change, and still waiting to start, sign with the
+ * new settings. secret is NULL when signing is off. Call after the change is committed; any
+ * thread. Only this process's dispatcher learns of it: a dispatcher in another process reads
+ * the new settings with its next claim.
+ */
+void dispatcher_signing_changed(struct dispatcher *dispatcher, const char *integration_id,
+                                bool signing, const char *secret);
 /* Stops and frees the dispatcher; NULL is ignored. */
 void dispatcher_stop(struct dispatcher *dispatcher);
 

@@ -1109,6 +1109,48 @@ static void dispatcher_endpoint_cap(void **state)
     pthread_mutex_destroy(&hanging.lock);
 }
 
+/*
+ * A job claimed before its secret was rotated, and waiting behind the per-endpoint cap while
+ * the rotation commits, signs with the new secret when it starts.
+ */
+static void dispatcher_rotation_reaches_queued(void **state)
+{
+    struct fixture *f = *state;
+    static const int statuses[] = {200};
+    static const char body[] = "{\"event\":\"message_replied\"}";
+    static const char new_secret[] = "whsec_bmV3IHNlY3JldCBhZnRlciByb3RhdGlvbiEhISEhISE=";
+    char integration_id[ID_LEN + 1];
+    char first_id[DELIVERY_ID_LEN + 1];
+    char second_id[DELIVERY_ID_LEN + 1];
+    char expected[SIGNATURE_HEX_LEN + 1];
+    struct integration integration;
+    struct delivery delivery;
+    struct bh_error err;
+
+    f->receiver.delay_ms = 600;
+    receiver_script(f, statuses, 1);
+    insert_integration(f, f->url, SECRET, NULL, 0, 3, 5000, integration_id);
+    insert_delivery(f, integration_id, body, first_id);
+    insert_delivery(f, integration_id, body, second_id);
+    start_dispatcher_capped(f, 8, 1);
+    assert_true(receiver_wait(&f->receiver, 1));
+
+    /* The first attempt is held by the receiver, so the second job waits in the queue. */
+    get_integration(f, integration_id, &integration);
+    free(integration.secret);
+    integration.secret = xstrdup(new_secret);
+    assert_int_equal(store_integration_update(f->store, &integration, NULL, NULL, &err), 0);
+    dispatcher_signing_changed(f->dispatcher, integration_id, true, new_secret);
+    integration_release(&integration);
+
+    assert_true(wait_settled(f, second_id, &delivery));
+    delivery_release(&delivery);
+    assert_int_equal(receiver_count(&f->receiver), 2);
+    signature_compute(new_secret, body, strlen(body), expected);
+    assert_string_equal(header_value(&f->receiver.requests[1], "X-Bearconnect-Signature"),
+                        expected);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1127,6 +1169,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(dispatcher_delivery_deleted, setup, teardown),
         cmocka_unit_test_setup_teardown(dispatcher_stop_in_flight, setup, teardown),
         cmocka_unit_test_setup_teardown(dispatcher_endpoint_cap, setup, teardown),
+        cmocka_unit_test_setup_teardown(dispatcher_rotation_reaches_queued, setup, teardown),
     };
 
     log_set_level(LOG_ERROR);
