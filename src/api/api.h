@@ -149,6 +149,12 @@ int handle_integration_list(struct api_context *, struct request *, struct respo
                             struct bh_error *);
 int handle_integration_get(struct api_context *, struct request *, struct response *,
                            struct bh_error *);
+/*
+ * Names the kind of a failed test attempt from the error text that the dispatcher writes:
+ * "timeout", "connection_refused", "dns_failure", "tls_failure", "target_refused",
+ * "redirect", "http_status" or "connection_failed"; NULL when error is NULL.
+ */
+const char *test_failure_kind(const char *error, int http_status);
 int handle_integration_test(struct api_context *, struct request *, struct response *,
                             struct bh_error *);
 int handle_integration_delete(struct api_context *, struct request *, struct response *,

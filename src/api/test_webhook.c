@@ -150,8 +150,7 @@ static int wait_for_outcome(struct api_context *api, const char *user_id, const 
     return result;
 }
 
-/* Names the kind of failure from the attempt's error text, which the dispatcher writes. */
-static const char *failure_kind(const struct attempt *attempt)
+const char *test_failure_kind(const char *error, int http_status)
 {
     static const struct {
         const char *needle;
@@ -166,13 +165,13 @@ static const char *failure_kind(const struct attempt *attempt)
         {"redirect", "redirect"},
     };
 
-    if (!attempt->error)
+    if (!error)
         return NULL;
     for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++) {
-        if (strstr(attempt->error, kinds[i].needle))
+        if (strstr(error, kinds[i].needle))
             return kinds[i].kind;
     }
-    return attempt->http_status ? "http_status" : "connection_failed";
+    return http_status ? "http_status" : "connection_failed";
 }
 
 static int describe_outcome(struct api_context *api, const struct delivery *finished,
@@ -196,13 +195,13 @@ static int describe_outcome(struct api_context *api, const struct delivery *fini
     }
 
     last = &attempts[count - 1];
-    response->body =
-        json_pack("{s:b, s:s, s:o, s:o, s:o, s:i, s:s}", "success", success, "message",
-                  success ? "Test successful" : (last->error ? last->error : "Test failed"),
-                  "httpStatus", last->http_status ? json_integer(last->http_status) : json_null(),
-                  "failure", success ? json_null() : json_string(failure_kind(last)), "error",
-                  last->error ? json_string(last->error) : json_null(), "durationMs",
-                  last->duration_ms, "deliveryId", finished->id);
+    response->body = json_pack(
+        "{s:b, s:s, s:o, s:o, s:o, s:i, s:s}", "success", success, "message",
+        success ? "Test successful" : (last->error ? last->error : "Test failed"), "httpStatus",
+        last->http_status ? json_integer(last->http_status) : json_null(), "failure",
+        success ? json_null() : json_string(test_failure_kind(last->error, last->http_status)),
+        "error", last->error ? json_string(last->error) : json_null(), "durationMs",
+        last->duration_ms, "deliveryId", finished->id);
     attempt_list_free(attempts, count);
     return BH_OK;
 }
