@@ -197,11 +197,19 @@ def test_users_see_only_their_own(server):
     created = server.ok("POST", "/v1/integrations", with_fields())
     server.ok("PUT", "/v1/campaigns/c1", {"name": "Mine"})
     server.ok("PUT", "/v1/leads/l1", {"firstName": "Mine"})
+    server.ok("PUT", "/v1/linkedin-accounts/a1", {"email": "me@example.com"})
 
     for path in (f"/v1/integrations/{created['id']}", "/v1/campaigns/c1", "/v1/leads/l1",
-                 "/v1/campaigns/c1/integrations"):
+                 "/v1/linkedin-accounts/a1", "/v1/campaigns/c1/integrations"):
         status, body, _ = server.request("GET", path, key=other_key)
         assert status == 404, path
+    for field, value in (("leadId", "l1"), ("campaignId", "c1"), ("linkedInAccountId", "a1")):
+        event = {"type": "message_sent", "lead": {"id": "theirs", "firstName": "B"}, field: value}
+        if field == "leadId":
+            del event["lead"]
+        status, body, _ = server.request("POST", "/v1/events", event, key=other_key)
+        assert status == 404, field
+        assert body["error"]["field"] == field
     status, _, _ = server.request("DELETE", f"/v1/integrations/{created['id']}", key=other_key)
     assert status == 404
     status, body, _ = server.request("GET", "/v1/integrations", key=other_key)
