@@ -6,7 +6,7 @@
  * microseconds), the X-Webhook-Id header and the body's metadata eventId (found by substring,
  * no JSON parse), and writes them to FILE on SIGTERM or SIGINT, one "time event webhook" line
  * each. Requests whose X-Webhook-Id equals --id are counted apart as "selected"; with --hang
- * they are never answered, so the client waits until its own timeout.
+ * they never get a response, so the client waits until its own timeout.
  *
  * GET /stats returns "requests N\nselected M\n" and is not counted.
  *

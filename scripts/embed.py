@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Writes a C source file that holds a file's bytes, so the binary can serve it.
+"""Writes a C source file that contains a file's bytes, so the binary can serve it.
 
 Usage: embed.py INPUT OUTPUT SYMBOL
 The output defines `const unsigned char SYMBOL[]` (NUL-terminated) and

@@ -5,7 +5,7 @@
  * fsync per event would bound ingest at the disk's sync rate. So request threads hand each
  * validated event to one committer thread and suspend their connection; the committer takes
  * every queued event, accepts them all in one transaction, commits once, and resumes the
- * connections with their answers. Under load the batches grow by themselves.
+ * connections with their responses. Under load the batches grow by themselves.
  *
  * An event that fails validation inside the batch (a lead id that does not exist, say) writes
  * nothing and gets its own error, without failing the others. If the store fails, the batch

@@ -227,7 +227,7 @@ int handle_integration_secret_get(struct api_context *api, struct request *reque
 
 /*
  * Replaces the signing secret (POST /v1/integrations/{id}/secret/rotate). Workers read the
- * secret when they claim a delivery, and this process's dispatcher is told of the change, so
+ * secret when they claim a delivery, and this process's dispatcher is notified of the change, so
  * every attempt that starts after this commit, retries and queued jobs included, signs with
  * the new secret. A dispatcher in another process (--role worker) uses it from its next claim.
  */

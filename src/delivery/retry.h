@@ -4,7 +4,7 @@
  * After failed attempt n (1 for the first), the next attempt waits base * 4^(n-1), capped at
  * max, then multiplied by a jitter factor in [0.8, 1.2) so that many deliveries that failed
  * together do not retry together. With the default base of 30 s: about 30 s, 2 min, 8 min,
- * 32 min and 2 h 8 min. A 429 or 503 answer with Retry-After waits what it asks instead,
+ * 32 min and 2 h 8 min. A 429 or 503 response with Retry-After waits what it asks instead,
  * at most retry_after_max.
  *
  * Pure functions; the caller supplies the random number, so tests are repeatable.

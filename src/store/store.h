@@ -94,7 +94,7 @@ struct attempt {
     size_t response_excerpt_len;
 };
 
-/* What a worker needs to make one attempt, read from the delivery and its integration. */
+/* The data a worker needs to make one attempt, read from the delivery and its integration. */
 struct delivery_job {
     char delivery_id[DELIVERY_ID_LEN + 1];
     char event_id[EVENT_ID_LEN + 1];
@@ -303,7 +303,7 @@ int store_release_all_leases(struct store *store, struct bh_error *err);
 void delivery_job_release(struct delivery_job *job);
 
 /*
- * Idempotency keys: the answer that POST /v1/events gave to the first request with a client
+ * Idempotency keys: the response that POST /v1/events gave to the first request with a client
  * event id, and the hash of that request's canonical body. get copies both (the caller frees
  * them with free()) or returns BH_ERR_NOT_FOUND; put returns BH_ERR_CONFLICT when the user
  * already has the key. Call put in the transaction that accepts the event.

@@ -13,7 +13,7 @@
 
 enum metric {
     METRIC_STORE_CALLS,          /* store_* operations run, reads and writes */
-    METRIC_EVENTS_ACCEPTED,      /* events committed and answered 202 */
+    METRIC_EVENTS_ACCEPTED,      /* events committed and responded to with 202 */
     METRIC_DELIVERIES_CREATED,   /* deliveries committed with their events */
     METRIC_ATTEMPTS,             /* delivery attempts finished, whatever the outcome */
     METRIC_DELIVERIES_SUCCEEDED, /* deliveries that ended in a 2xx */

@@ -135,10 +135,10 @@ def server(start_server):
 
 
 class Recorder:
-    """A loopback HTTP receiver that records every request and answers from a script.
+    """A loopback HTTP receiver that records every request and responds from a script.
 
     script is a list of (status, delay_seconds, extra_headers) used in order; the last entry
-    repeats. Each record holds the method, path, headers (names as sent), raw body and time.
+    repeats. Each record contains the method, path, headers (names as sent), raw body and time.
     """
 
     def __init__(self, script=None):

@@ -136,7 +136,7 @@ def raw_exchange(server, head, body_parts):
             for part in body_parts:
                 connection.sendall(part)
         except (BrokenPipeError, ConnectionResetError):
-            pass  # the server may answer and close before the whole body is sent
+            pass  # the server may respond and close before the whole body is sent
         response = b""
         while b"\r\n\r\n" not in response or not response.rstrip().endswith(b"}"):
             chunk = connection.recv(65536)
