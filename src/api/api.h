@@ -34,7 +34,7 @@ struct ingest;
 struct ingest_job;
 
 struct api_context {
-    struct store *store;      /* shared by all request threads; hold store_lock to use it */
+    struct store *store; /* shared by all request threads; hold store_lock to use it */
     pthread_mutex_t store_lock;
     struct ingest *ingest;               /* commits events in groups */
     struct dispatcher *dispatcher;       /* notified of new deliveries; NULL when not running */
@@ -47,17 +47,17 @@ struct request {
     const char *path;
     struct MHD_Connection *connection;
     char params[ROUTE_PARAMS_MAX][ROUTE_PARAM_MAX + 1]; /* path parameters, in pattern order */
-    struct user user;                     /* the authenticated caller */
+    struct user user;                                   /* the authenticated caller */
     const char *body;
     size_t body_len;
-    int64_t started_ms; /* monotonic clock, for the access log */
+    int64_t started_ms;     /* monotonic clock, for the access log */
     struct ingest_job *job; /* set by a handler that returns BH_PENDING */
 };
 
 struct response {
-    unsigned int status; /* HTTP status; 200 unless the handler sets it */
-    json_t *body;        /* owned; NULL for no body */
-    char *text;          /* owned; a non-JSON body sent instead of body, or NULL */
+    unsigned int status;      /* HTTP status; 200 unless the handler sets it */
+    json_t *body;             /* owned; NULL for no body */
+    char *text;               /* owned; a non-JSON body sent instead of body, or NULL */
     const char *content_type; /* of text */
 };
 
@@ -68,7 +68,7 @@ struct route {
     const char *method;
     const char *pattern; /* segments, with "{name}" for a parameter */
     route_handler *handler;
-    unsigned int flags;  /* ROUTE_* */
+    unsigned int flags; /* ROUTE_* */
 };
 
 #define ROUTE_PUBLIC 1u   /* served without an API key */
@@ -97,8 +97,7 @@ int request_limit(const struct request *request, size_t default_limit, size_t ma
                   size_t *limit, struct bh_error *err);
 /* Sends an error body for err, mapping its status to the HTTP status. */
 enum MHD_Result respond_error(struct MHD_Connection *connection, const struct bh_error *err);
-enum MHD_Result respond_json(struct MHD_Connection *connection, unsigned int status,
-                             json_t *body);
+enum MHD_Result respond_json(struct MHD_Connection *connection, unsigned int status, json_t *body);
 /* Sends text (taken: freed by libmicrohttpd) with the given content type. */
 enum MHD_Result respond_text(struct MHD_Connection *connection, unsigned int status,
                              const char *content_type, char *text);
@@ -129,13 +128,13 @@ int mapping_apply_json(json_t *input, const char *const *allowed,
  */
 int record_load(struct store *store, enum record_kind kind, const char *user_id, const char *id,
                 json_t **out, struct bh_error *err);
-int record_merge(struct store *store, enum record_kind kind, const char *user_id,
-                 json_t *input, const char *path, json_t **normalized, bool *created,
-                 bool *changed, struct bh_error *err);
+int record_merge(struct store *store, enum record_kind kind, const char *user_id, json_t *input,
+                 const char *path, json_t **normalized, bool *created, bool *changed,
+                 struct bh_error *err);
 int record_save(struct store *store, enum record_kind kind, const char *user_id,
                 const json_t *normalized, const char *text, struct bh_error *err);
-int record_fetch(struct store *store, enum record_kind kind, const char *user_id,
-                 const char *id, const char *field, json_t **out, struct bh_error *err);
+int record_fetch(struct store *store, enum record_kind kind, const char *user_id, const char *id,
+                 const char *field, json_t **out, struct bh_error *err);
 
 /* Handlers, one file per resource. */
 int handle_health(struct api_context *, struct request *, struct response *, struct bh_error *);
@@ -181,12 +180,9 @@ int handle_campaign_get(struct api_context *, struct request *, struct response 
                         struct bh_error *);
 int handle_campaign_list(struct api_context *, struct request *, struct response *,
                          struct bh_error *);
-int handle_lead_put(struct api_context *, struct request *, struct response *,
-                    struct bh_error *);
-int handle_lead_get(struct api_context *, struct request *, struct response *,
-                    struct bh_error *);
-int handle_lead_list(struct api_context *, struct request *, struct response *,
-                     struct bh_error *);
+int handle_lead_put(struct api_context *, struct request *, struct response *, struct bh_error *);
+int handle_lead_get(struct api_context *, struct request *, struct response *, struct bh_error *);
+int handle_lead_list(struct api_context *, struct request *, struct response *, struct bh_error *);
 int handle_account_put(struct api_context *, struct request *, struct response *,
                        struct bh_error *);
 int handle_account_get(struct api_context *, struct request *, struct response *,

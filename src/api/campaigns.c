@@ -47,8 +47,7 @@ int mapping_apply_json(json_t *input, const char *const *allowed,
     if (result != BH_OK)
         return result;
     if (events) {
-        result = event_names_to_mask(events, integration->events, "events", &mapping->events,
-                                     err);
+        result = event_names_to_mask(events, integration->events, "events", &mapping->events, err);
         if (result != BH_OK)
             return result;
     }
@@ -88,8 +87,8 @@ int handle_mapping_create(struct api_context *api, struct request *request,
                               "integrationId is required: the id of the webhook to connect");
         goto release;
     }
-    result = store_integration_get(api->store, request->user.id,
-                                   json_string_value(integration_id), &integration, err);
+    result = store_integration_get(api->store, request->user.id, json_string_value(integration_id),
+                                   &integration, err);
     if (result == BH_ERR_NOT_FOUND)
         result = bh_error_set(err, BH_ERR_NOT_FOUND, "integrationId",
                               "integration \"%.64s\" not found; list yours with GET "
@@ -132,8 +131,8 @@ release:
     return result;
 }
 
-int handle_mapping_list(struct api_context *api, struct request *request,
-                        struct response *response, struct bh_error *err)
+int handle_mapping_list(struct api_context *api, struct request *request, struct response *response,
+                        struct bh_error *err)
 {
     struct mapping *mappings = NULL;
     json_t *campaign = NULL;
@@ -146,8 +145,8 @@ int handle_mapping_list(struct api_context *api, struct request *request,
     json_decref(campaign);
     if (result != BH_OK)
         return result;
-    result = store_mapping_list(api->store, request->user.id, request->params[0], &mappings,
-                                &count, err);
+    result = store_mapping_list(api->store, request->user.id, request->params[0], &mappings, &count,
+                                err);
     if (result != BH_OK)
         return result;
 

@@ -162,7 +162,8 @@ static enum MHD_Result collect_parameter(void *context, enum MHD_ValueKind kind,
 static const char base64url_digits[] =
     "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
-/* Writes the unpadded base64url of len bytes and a NUL; out has room for 4 * ceil(len / 3) + 1 bytes. */
+/* Writes the unpadded base64url of len bytes and a NUL; out has room for 4 * ceil(len / 3) + 1
+ * bytes. */
 static void base64url_encode(const unsigned char *in, size_t len, char *out)
 {
     size_t o = 0;

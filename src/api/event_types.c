@@ -25,8 +25,8 @@ int handle_metrics(struct api_context *api, struct request *request, struct resp
 }
 
 /* The catalog of selectable event types, flat and grouped by category in catalog order. */
-int handle_event_types(struct api_context *api, struct request *request,
-                       struct response *response, struct bh_error *err)
+int handle_event_types(struct api_context *api, struct request *request, struct response *response,
+                       struct bh_error *err)
 {
     json_t *types = json_array();
     json_t *categories = json_array();

@@ -62,8 +62,8 @@ static int resolve_record(struct store *store, const char *user_id, json_t *inpu
     bool created;
 
     if (inline_record && id)
-        return bh_error_set(err, BH_ERR_INVALID, id_field, "send %s or %s, not both",
-                            object_field, id_field);
+        return bh_error_set(err, BH_ERR_INVALID, id_field, "send %s or %s, not both", object_field,
+                            id_field);
     if (inline_record) {
         if (!json_is_object(inline_record))
             return bh_error_set(err, BH_ERR_MALFORMED, object_field,
@@ -73,8 +73,7 @@ static int resolve_record(struct store *store, const char *user_id, json_t *inpu
     }
     if (id) {
         if (!json_is_string(id))
-            return bh_error_set(err, BH_ERR_MALFORMED, id_field, "%s must be a string",
-                                id_field);
+            return bh_error_set(err, BH_ERR_MALFORMED, id_field, "%s must be a string", id_field);
         return record_fetch(store, kind, user_id, json_string_value(id), id_field,
                             &records->record[kind], err);
     }
@@ -230,8 +229,7 @@ static const char *client_event_id(const struct ingest_job *job)
 }
 
 /* Writes the lowercase hex SHA-256 of the body as compact JSON with sorted keys. */
-static int hash_request(json_t *input, char out[2 * SHA256_DIGEST_LENGTH + 1],
-                        struct bh_error *err)
+static int hash_request(json_t *input, char out[2 * SHA256_DIGEST_LENGTH + 1], struct bh_error *err)
 {
     static const char hex[] = "0123456789abcdef";
     unsigned char digest[SHA256_DIGEST_LENGTH];
@@ -303,9 +301,9 @@ static int save_answer(struct store *store, struct ingest_job *job, const char *
      * rolls back, accepts this event alone, and then finds the key.
      */
     if (result == BH_ERR_CONFLICT)
-        result = bh_error_set(&job->err, BH_ERR_STORE, "eventId",
-                              "eventId %s was saved meanwhile by another writer",
-                              client_event_id(job));
+        result =
+            bh_error_set(&job->err, BH_ERR_STORE, "eventId",
+                         "eventId %s was saved meanwhile by another writer", client_event_id(job));
     return result;
 }
 
@@ -341,7 +339,7 @@ static int read_event_type(json_t *input, int *type, struct bh_error *err)
                             "type is required: one of connection_request_sent, "
                             "connection_request_accepted, message_sent, message_replied");
     *type = event_type_from_name(json_string_value(value));
-    info = *type >= 0 ? event_type_info((enum event_type)*type) : NULL;
+    info = *type >= 0 ? event_type_info((enum event_type) * type) : NULL;
     if (!info || !info->selectable)
         return bh_error_set(err, BH_ERR_INVALID, "type",
                             "unknown event type \"%.64s\"; use one of connection_request_sent, "
@@ -366,8 +364,8 @@ static int read_occurred_at(json_t *input, int64_t *occurred_ms, struct bh_error
 
 static bool is_client_id_char(char c)
 {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           c == '.' || c == '_' || c == ':' || c == '-';
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+           c == '_' || c == ':' || c == '-';
 }
 
 /* eventId is optional: 1 to CLIENT_EVENT_ID_MAX characters of [A-Za-z0-9._:-]. */
@@ -395,12 +393,19 @@ static int check_client_event_id(json_t *input, struct bh_error *err)
     return BH_OK;
 }
 
-int handle_event_create(struct api_context *api, struct request *request,
-                        struct response *response, struct bh_error *err)
+int handle_event_create(struct api_context *api, struct request *request, struct response *response,
+                        struct bh_error *err)
 {
-    static const char *const allowed[] = {
-        "type", "occurredAt", "lead", "leadId", "campaign", "campaignId", "linkedInAccount",
-        "linkedInAccountId", "eventId", NULL};
+    static const char *const allowed[] = {"type",
+                                          "occurredAt",
+                                          "lead",
+                                          "leadId",
+                                          "campaign",
+                                          "campaignId",
+                                          "linkedInAccount",
+                                          "linkedInAccountId",
+                                          "eventId",
+                                          NULL};
     struct ingest_job *job;
     json_t *input = NULL;
     int type = -1;

@@ -31,9 +31,9 @@ struct dispatcher;
 
 struct ingest_job {
     /* Set by the request thread. */
-    json_t *input;                     /* the request body, owned */
+    json_t *input; /* the request body, owned */
     struct user user;
-    int type;                          /* enum event_type */
+    int type; /* enum event_type */
     int64_t occurred_ms;
     struct MHD_Connection *connection; /* suspended until the job is done */
 

@@ -86,8 +86,8 @@ int handle_integration_get(struct api_context *api, struct request *request,
     int result;
 
     integration_init(&integration);
-    result = store_integration_get(api->store, request->user.id, request->params[0],
-                                   &integration, err);
+    result =
+        store_integration_get(api->store, request->user.id, request->params[0], &integration, err);
     if (result == BH_ERR_NOT_FOUND)
         result = not_found(request->params[0], err);
     if (result == BH_OK)

@@ -51,9 +51,9 @@ int record_load(struct store *store, enum record_kind kind, const char *user_id,
     return BH_OK;
 }
 
-int record_merge(struct store *store, enum record_kind kind, const char *user_id,
-                 json_t *input, const char *path, json_t **normalized, bool *created,
-                 bool *changed, struct bh_error *err)
+int record_merge(struct store *store, enum record_kind kind, const char *user_id, json_t *input,
+                 const char *path, json_t **normalized, bool *created, bool *changed,
+                 struct bh_error *err)
 {
     json_t *id_value = json_object_get(input, "id");
     json_t *base = NULL;
@@ -61,8 +61,8 @@ int record_merge(struct store *store, enum record_kind kind, const char *user_id
 
     *normalized = NULL;
     if (!json_is_string(id_value))
-        return bh_error_set(err, BH_ERR_INVALID, path ? path : "id",
-                            "%s needs an \"id\" string", record_kind_name(kind));
+        return bh_error_set(err, BH_ERR_INVALID, path ? path : "id", "%s needs an \"id\" string",
+                            record_kind_name(kind));
     if (!id_is_valid_external(json_string_value(id_value)))
         return check_path_id(kind, json_string_value(id_value), err);
     result = record_load(store, kind, user_id, json_string_value(id_value), &base, err);
@@ -90,8 +90,8 @@ int record_save(struct store *store, enum record_kind kind, const char *user_id,
     return result;
 }
 
-int record_fetch(struct store *store, enum record_kind kind, const char *user_id,
-                 const char *id, const char *field, json_t **out, struct bh_error *err)
+int record_fetch(struct store *store, enum record_kind kind, const char *user_id, const char *id,
+                 const char *field, json_t **out, struct bh_error *err)
 {
     int result = record_load(store, kind, user_id, id, out, err);
 
@@ -139,8 +139,8 @@ static int put_record(enum record_kind kind, struct api_context *api, struct req
         return result;
     }
 
-    log_info("api", "%s %s %s=%s user=%s", record_kind_name(kind),
-             created ? "created" : "updated", record_kind_name(kind), id, request->user.id);
+    log_info("api", "%s %s %s=%s user=%s", record_kind_name(kind), created ? "created" : "updated",
+             record_kind_name(kind), id, request->user.id);
     response->status = created ? MHD_HTTP_CREATED : MHD_HTTP_OK;
     response->body = normalized;
     return BH_OK;
@@ -168,8 +168,8 @@ static int list_records(enum record_kind kind, struct api_context *api, struct r
     if (result != BH_OK)
         return result;
     /* One more than the page, to know whether another page follows. */
-    result = store_record_list(api->store, kind, request->user.id, after, limit + 1, &texts,
-                               &count, err);
+    result = store_record_list(api->store, kind, request->user.id, after, limit + 1, &texts, &count,
+                               err);
     if (result != BH_OK)
         return result;
 
@@ -184,8 +184,7 @@ static int list_records(enum record_kind kind, struct api_context *api, struct r
     }
     record_list_free(texts, count);
     response->body = json_pack("{s:o, s:O}", "data", data, "nextAfter",
-                               count > limit && last ? json_object_get(last, "id")
-                                                     : json_null());
+                               count > limit && last ? json_object_get(last, "id") : json_null());
     return BH_OK;
 }
 
@@ -207,14 +206,14 @@ int handle_lead_list(struct api_context *api, struct request *request, struct re
     return list_records(RECORD_LEAD, api, request, response, err);
 }
 
-int handle_campaign_put(struct api_context *api, struct request *request,
-                        struct response *response, struct bh_error *err)
+int handle_campaign_put(struct api_context *api, struct request *request, struct response *response,
+                        struct bh_error *err)
 {
     return put_record(RECORD_CAMPAIGN, api, request, response, err);
 }
 
-int handle_campaign_get(struct api_context *api, struct request *request,
-                        struct response *response, struct bh_error *err)
+int handle_campaign_get(struct api_context *api, struct request *request, struct response *response,
+                        struct bh_error *err)
 {
     return get_record(RECORD_CAMPAIGN, api, request, response, err);
 }
@@ -225,20 +224,20 @@ int handle_campaign_list(struct api_context *api, struct request *request,
     return list_records(RECORD_CAMPAIGN, api, request, response, err);
 }
 
-int handle_account_put(struct api_context *api, struct request *request,
-                       struct response *response, struct bh_error *err)
+int handle_account_put(struct api_context *api, struct request *request, struct response *response,
+                       struct bh_error *err)
 {
     return put_record(RECORD_ACCOUNT, api, request, response, err);
 }
 
-int handle_account_get(struct api_context *api, struct request *request,
-                       struct response *response, struct bh_error *err)
+int handle_account_get(struct api_context *api, struct request *request, struct response *response,
+                       struct bh_error *err)
 {
     return get_record(RECORD_ACCOUNT, api, request, response, err);
 }
 
-int handle_account_list(struct api_context *api, struct request *request,
-                        struct response *response, struct bh_error *err)
+int handle_account_list(struct api_context *api, struct request *request, struct response *response,
+                        struct bh_error *err)
 {
     return list_records(RECORD_ACCOUNT, api, request, response, err);
 }

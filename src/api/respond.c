@@ -31,8 +31,7 @@ unsigned int http_status_for(int status)
     }
 }
 
-enum MHD_Result respond_json(struct MHD_Connection *connection, unsigned int status,
-                             json_t *body)
+enum MHD_Result respond_json(struct MHD_Connection *connection, unsigned int status, json_t *body)
 {
     struct MHD_Response *response;
     enum MHD_Result result;
@@ -43,9 +42,8 @@ enum MHD_Result respond_json(struct MHD_Connection *connection, unsigned int sta
         text = json_dumps(body, JSON_COMPACT);
         len = strlen(text);
     }
-    response = MHD_create_response_from_buffer(len, text ? text : (char *)"",
-                                               text ? MHD_RESPMEM_MUST_FREE
-                                                    : MHD_RESPMEM_PERSISTENT);
+    response = MHD_create_response_from_buffer(
+        len, text ? text : (char *)"", text ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
     if (body)
         MHD_add_response_header(response, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
     MHD_add_response_header(response, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
@@ -117,7 +115,8 @@ int json_reject_unknown_fields(json_t *object, const char *const *allowed, const
     const char *key;
     json_t *value;
 
-    json_object_foreach(object, key, value) {
+    json_object_foreach(object, key, value)
+    {
         bool known = false;
         struct buf names = BUF_INIT;
         int result;

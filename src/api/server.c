@@ -75,8 +75,7 @@ static bool auth_cache_find(const char *key_hash, struct user *user)
     bool found;
 
     pthread_mutex_lock(&auth_cache_lock);
-    found = entry->expires_ms > clock_monotonic_ms() &&
-            strcmp(entry->key_hash, key_hash) == 0;
+    found = entry->expires_ms > clock_monotonic_ms() && strcmp(entry->key_hash, key_hash) == 0;
     if (found)
         *user = entry->user;
     pthread_mutex_unlock(&auth_cache_lock);
@@ -125,8 +124,8 @@ static int authenticate(struct api_context *api, struct request *request, struct
     return result;
 }
 
-static enum MHD_Result send_response(struct request *request, int result,
-                                     struct response *response, const struct bh_error *err)
+static enum MHD_Result send_response(struct request *request, int result, struct response *response,
+                                     const struct bh_error *err)
 {
     enum MHD_Result sent;
     unsigned int status = result == BH_OK ? response->status : http_status_for(result);
@@ -136,8 +135,8 @@ static enum MHD_Result send_response(struct request *request, int result,
         log_error("api", "%s %s status=%u user=%s duration_ms=%lld error=%s", request->method,
                   request->path, status, request->user.id, duration_ms, err->message);
     else
-        log_info("api", "%s %s status=%u user=%s duration_ms=%lld", request->method,
-                 request->path, status, request->user.id, duration_ms);
+        log_info("api", "%s %s status=%u user=%s duration_ms=%lld", request->method, request->path,
+                 status, request->user.id, duration_ms);
 
     if (result != BH_OK)
         return respond_error(request->connection, err);
@@ -230,15 +229,14 @@ static enum MHD_Result reject_too_large(struct api_context *api, struct MHD_Conn
     struct bh_error err;
 
     bh_error_set(&err, BH_ERR_TOO_LARGE, "",
-                 "request body is larger than %zu bytes; send a smaller body",
-                 api->max_body_bytes);
+                 "request body is larger than %zu bytes; send a smaller body", api->max_body_bytes);
     return respond_error(connection, &err);
 }
 
 static bool declared_too_large(struct api_context *api, struct MHD_Connection *connection)
 {
-    const char *length = MHD_lookup_connection_value(connection, MHD_HEADER_KIND,
-                                                     MHD_HTTP_HEADER_CONTENT_LENGTH);
+    const char *length =
+        MHD_lookup_connection_value(connection, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
     unsigned long long declared;
     char *end = NULL;
 
@@ -250,9 +248,8 @@ static bool declared_too_large(struct api_context *api, struct MHD_Connection *c
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *connection, const char *url,
-                                  const char *method, const char *version,
-                                  const char *upload_data, size_t *upload_data_size,
-                                  void **slot)
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_data_size, void **slot)
 {
     struct api_server *server = cls;
     struct api_context *api = server->api;
@@ -331,8 +328,7 @@ struct api_server *api_server_start(struct api_context *api, const char *address
         in4->sin_family = AF_INET;
         in4->sin_port = htons((uint16_t)port);
         bind_len = sizeof(*in4);
-    } else if (inet_pton(AF_INET6, address, &((struct sockaddr_in6 *)&bind_addr)->sin6_addr) ==
-               1) {
+    } else if (inet_pton(AF_INET6, address, &((struct sockaddr_in6 *)&bind_addr)->sin6_addr) == 1) {
         struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&bind_addr;
 
         in6->sin6_family = AF_INET6;
@@ -352,15 +348,14 @@ struct api_server *api_server_start(struct api_context *api, const char *address
     server->api = api;
     server->daemon = MHD_start_daemon(
         flags, (uint16_t)port, NULL, NULL, on_request, server, MHD_OPTION_EXTERNAL_LOGGER,
-        log_mhd_error, NULL, MHD_OPTION_SOCK_ADDR, &bind_addr, MHD_OPTION_THREAD_POOL_SIZE,
-        threads, MHD_OPTION_NOTIFY_COMPLETED, on_completed, server, MHD_OPTION_CONNECTION_TIMEOUT,
+        log_mhd_error, NULL, MHD_OPTION_SOCK_ADDR, &bind_addr, MHD_OPTION_THREAD_POOL_SIZE, threads,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, server, MHD_OPTION_CONNECTION_TIMEOUT,
         (unsigned int)60, MHD_OPTION_CONNECTION_MEMORY_LIMIT, CONNECTION_MEMORY_LIMIT,
         MHD_OPTION_END);
     if (!server->daemon) {
         free(server);
         bh_error_set(err, BH_ERR_IO, "port",
-                     "could not listen on %s port %d; is another process using it?", address,
-                     port);
+                     "could not listen on %s port %d; is another process using it?", address, port);
         return NULL;
     }
 

@@ -136,8 +136,7 @@ int options_parse(const struct option_spec *specs, size_t count, void *settings,
         }
         if (strncmp(arg, "--", 2) != 0 || arg[2] == '\0') {
             if (args->positional_count == OPTIONS_POSITIONAL_MAX)
-                return bh_error_set(err, BH_ERR_INVALID, "", "too many arguments at \"%s\"",
-                                    arg);
+                return bh_error_set(err, BH_ERR_INVALID, "", "too many arguments at \"%s\"", arg);
             args->positional[args->positional_count++] = argv[i];
             continue;
         }
@@ -179,8 +178,8 @@ void options_release(const struct option_spec *specs, size_t count, void *settin
     }
 }
 
-void options_print_help(FILE *out, const char *usage, const struct option_spec *specs,
-                        size_t count, const char *env_prefix)
+void options_print_help(FILE *out, const char *usage, const struct option_spec *specs, size_t count,
+                        const char *env_prefix)
 {
     char name[128];
 
@@ -197,9 +196,8 @@ void options_print_help(FILE *out, const char *usage, const struct option_spec *
                     spec->unit ? spec->unit : "");
         else if (spec->unit)
             fprintf(out, " (%s)", spec->unit);
-        fprintf(out, "\n      default: %s", spec->default_value && *spec->default_value
-                                                 ? spec->default_value
-                                                 : "(none)");
+        fprintf(out, "\n      default: %s",
+                spec->default_value && *spec->default_value ? spec->default_value : "(none)");
         if (env_prefix) {
             env_name(env_prefix, spec->name, name, sizeof(name));
             fprintf(out, "; environment: %s", name);

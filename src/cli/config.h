@@ -45,7 +45,7 @@ int options_parse(const struct option_spec *specs, size_t count, void *settings,
                   const char *env_prefix, int argc, char **argv, struct option_args *args,
                   struct bh_error *err);
 void options_release(const struct option_spec *specs, size_t count, void *settings);
-void options_print_help(FILE *out, const char *usage, const struct option_spec *specs,
-                        size_t count, const char *env_prefix);
+void options_print_help(FILE *out, const char *usage, const struct option_spec *specs, size_t count,
+                        const char *env_prefix);
 
 #endif

@@ -93,8 +93,8 @@ static const struct option_spec serve_options[] = {
      "Longest Retry-After of a 429 or 503 answer that is honoured."},
     {"lease-margin-ms", OPTION_INT, FIELD(lease_margin_ms), "30000", 1000, 3600000, "ms",
      "Time past the longest attempt before claimed work may be taken over."},
-    {"max-request-bytes", OPTION_INT, FIELD(max_request_bytes), "1048576", 1024, 67108864,
-     "bytes", "Largest request body the API accepts."},
+    {"max-request-bytes", OPTION_INT, FIELD(max_request_bytes), "1048576", 1024, 67108864, "bytes",
+     "Largest request body the API accepts."},
     {"log-level", OPTION_STRING, FIELD(log_level), "info", 0, 0, NULL,
      "Lowest level logged: debug, info, warn or error."},
     {"retention-days", OPTION_INT, FIELD(retention_days), "30", 0, 36500, "days",
@@ -102,8 +102,8 @@ static const struct option_spec serve_options[] = {
      "keeps them forever. Pending deliveries are never deleted."},
     {"retention-ms", OPTION_INT, FIELD(retention_ms), "0", 0, 3153600000000LL, "ms",
      "For tests: the retention in milliseconds, in place of --retention-days when above 0."},
-    {"retention-interval-ms", OPTION_INT, FIELD(retention_interval_ms), "60000", 10, 86400000,
-     "ms", "Time between two retention purges."},
+    {"retention-interval-ms", OPTION_INT, FIELD(retention_interval_ms), "60000", 10, 86400000, "ms",
+     "Time between two retention purges."},
 };
 
 #define SERVE_OPTION_COUNT (sizeof(serve_options) / sizeof(serve_options[0]))
@@ -121,8 +121,8 @@ static int lock_dispatcher(const char *db_path, struct bh_error *err)
     int result = BH_OK;
 
     if (fd < 0)
-        result = bh_error_set(err, BH_ERR_IO, "db", "cannot open %s: %s", lock_path,
-                              strerror(errno));
+        result =
+            bh_error_set(err, BH_ERR_IO, "db", "cannot open %s: %s", lock_path, strerror(errno));
     else if (flock(fd, LOCK_EX | LOCK_NB) != 0)
         result = bh_error_set(err, BH_ERR_CONFLICT, "db",
                               "another bearhook process delivers from %s; run one worker per "
@@ -269,12 +269,12 @@ static void retention_pass(struct retention *retention)
             more = retention_sleep(retention, PURGE_PAUSE_MS);
     }
     if (deliveries + attempts + keys > 0)
-        log_info("retention", "purged deliveries=%zu attempts=%zu idempotency_keys=%zu "
+        log_info("retention",
+                 "purged deliveries=%zu attempts=%zu idempotency_keys=%zu "
                  "older_than_ms=%lld",
                  deliveries, attempts, keys, (long long)retention->keep_ms);
     else
-        log_debug("retention", "purged nothing older_than_ms=%lld",
-                  (long long)retention->keep_ms);
+        log_debug("retention", "purged nothing older_than_ms=%lld", (long long)retention->keep_ms);
 }
 
 static void *run_retention(void *arg)
@@ -311,8 +311,8 @@ static struct retention *retention_start(const struct serve_settings *settings,
     if (settings->retention_ms == 0 && settings->retention_days == 0)
         return NULL;
     retention = xcalloc(1, sizeof(*retention));
-    retention->keep_ms = settings->retention_ms > 0 ? settings->retention_ms
-                                                    : settings->retention_days * 86400000LL;
+    retention->keep_ms =
+        settings->retention_ms > 0 ? settings->retention_ms : settings->retention_days * 86400000LL;
     retention->interval_ms = settings->retention_interval_ms;
     retention->store = store_open(settings->db, err);
     if (!retention->store) {
@@ -424,7 +424,8 @@ static int run(struct serve_settings *settings, struct bh_error *err)
         result = setup_first_user(api.store, settings->db, err);
         if (result != BH_OK)
             goto release;
-        log_info("serve", "listening on http://%s:%d/ role=%s db=%s allow_http=%s "
+        log_info("serve",
+                 "listening on http://%s:%d/ role=%s db=%s allow_http=%s "
                  "allow_networks=%s",
                  settings->listen, api_server_port(server), settings->role, settings->db,
                  settings->allow_http ? "true" : "false",

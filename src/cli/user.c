@@ -37,8 +37,8 @@ static int check_name(const char *name, struct bh_error *err)
     size_t len = strlen(name);
 
     if (len == 0 || len > USER_NAME_MAX)
-        return bh_error_set(err, BH_ERR_INVALID, "name",
-                            "user name must be 1 to %d bytes long", USER_NAME_MAX);
+        return bh_error_set(err, BH_ERR_INVALID, "name", "user name must be 1 to %d bytes long",
+                            USER_NAME_MAX);
     for (size_t i = 0; i < len; i++) {
         if ((unsigned char)name[i] < 0x20 || name[i] == 0x7f)
             return bh_error_set(err, BH_ERR_INVALID, "name",
@@ -85,8 +85,7 @@ static int write_key_file(const char *path, const char *api_key, struct bh_error
     /* O_CREAT's mode does not apply to a file that already existed. */
     if (fchmod(fd, 0600) != 0 || write(fd, api_key, len) != (ssize_t)len ||
         write(fd, "\n", 1) != 1 || fsync(fd) != 0)
-        result = bh_error_set(err, BH_ERR_IO, "", "cannot write %s: %s", path,
-                              strerror(errno));
+        result = bh_error_set(err, BH_ERR_IO, "", "cannot write %s: %s", path, strerror(errno));
     close(fd);
     return result;
 }
@@ -162,8 +161,7 @@ int cmd_user(int argc, char **argv)
         goto release;
     }
 
-    printf("Created user \"%s\" (id %s).\nAPI key, shown once:\n%s\n", user.name, user.id,
-           api_key);
+    printf("Created user \"%s\" (id %s).\nAPI key, shown once:\n%s\n", user.name, user.id, api_key);
     status = 0;
 
 release:

@@ -92,12 +92,12 @@ int clock_parse_iso8601(const char *text, int64_t *unix_ms)
     int millis = 0;
     int offset_minutes = 0;
 
-    if (!read_digits(&p, 4, &year) || *p++ != '-' || !read_digits(&p, 2, &month) ||
-        *p++ != '-' || !read_digits(&p, 2, &day) || (*p != 'T' && *p != 't'))
+    if (!read_digits(&p, 4, &year) || *p++ != '-' || !read_digits(&p, 2, &month) || *p++ != '-' ||
+        !read_digits(&p, 2, &day) || (*p != 'T' && *p != 't'))
         return BH_ERR_INVALID;
     p++;
-    if (!read_digits(&p, 2, &hour) || *p++ != ':' || !read_digits(&p, 2, &minute) ||
-        *p++ != ':' || !read_digits(&p, 2, &second))
+    if (!read_digits(&p, 2, &hour) || *p++ != ':' || !read_digits(&p, 2, &minute) || *p++ != ':' ||
+        !read_digits(&p, 2, &second))
         return BH_ERR_INVALID;
 
     if (*p == '.') {

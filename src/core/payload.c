@@ -25,8 +25,7 @@ static int append_string(struct buf *out, const char *text)
 }
 
 /* Appends "key": and the record, as text when given; -1 when it is not an object. */
-static int append_record(struct buf *out, const char *key, const json_t *record,
-                         const char *text)
+static int append_record(struct buf *out, const char *key, const json_t *record, const char *text)
 {
     if (!json_is_object(record))
         return -1;
@@ -72,8 +71,7 @@ char *payload_prefix_build(const struct payload_input *input, size_t *len)
     return buf_detach(&body, len);
 }
 
-char *payload_finish(const char *prefix, size_t prefix_len, const char *integration_id,
-                     size_t *len)
+char *payload_finish(const char *prefix, size_t prefix_len, const char *integration_id, size_t *len)
 {
     struct buf body = BUF_INIT;
 

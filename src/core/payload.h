@@ -17,11 +17,11 @@
 #include <jansson.h>
 
 struct payload_input {
-    const char *event;               /* wire name of the event type */
-    int64_t timestamp_ms;            /* when the event happened, Unix milliseconds */
-    const json_t *lead;              /* canonical lead record */
-    const json_t *campaign;          /* canonical campaign record, or NULL */
-    const json_t *linkedin_account;  /* canonical LinkedIn account record, or NULL */
+    const char *event;              /* wire name of the event type */
+    int64_t timestamp_ms;           /* when the event happened, Unix milliseconds */
+    const json_t *lead;             /* canonical lead record */
+    const json_t *campaign;         /* canonical campaign record, or NULL */
+    const json_t *linkedin_account; /* canonical LinkedIn account record, or NULL */
     /*
      * Optional: the same records already serialized compactly (json_dumps with JSON_COMPACT),
      * used as they are instead of serializing the objects again. NULL to serialize.

@@ -41,7 +41,7 @@ const char *record_kind_name(enum record_kind kind);
  * its rules. A count written as a real, such as 5.0, is BH_ERR_INVALID. An optional string
  * sent as "" is kept as "", except the account name, which falls back like null.
  */
-json_t *record_normalize(enum record_kind kind, json_t *input, const json_t *base,
-                         const char *path, struct bh_error *err);
+json_t *record_normalize(enum record_kind kind, json_t *input, const json_t *base, const char *path,
+                         struct bh_error *err);
 
 #endif

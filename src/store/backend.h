@@ -86,19 +86,19 @@ struct store_ops {
     int (*idempotency_put)(struct store *store, const char *user_id, const char *client_event_id,
                            const char *request_hash, const char *answer, int64_t created_ms,
                            struct bh_error *err);
-    int (*purge_finished)(struct store *store, int64_t before_ms, size_t limit,
-                          size_t *deliveries, size_t *attempts, struct bh_error *err);
-    int (*purge_idempotency)(struct store *store, int64_t before_ms, size_t limit,
-                             size_t *purged, struct bh_error *err);
+    int (*purge_finished)(struct store *store, int64_t before_ms, size_t limit, size_t *deliveries,
+                          size_t *attempts, struct bh_error *err);
+    int (*purge_idempotency)(struct store *store, int64_t before_ms, size_t limit, size_t *purged,
+                             struct bh_error *err);
 
     int (*delivery_list)(struct store *store, const char *user_id,
-                         const struct delivery_filter *filter, struct delivery **out,
-                         size_t *count, struct bh_error *err);
+                         const struct delivery_filter *filter, struct delivery **out, size_t *count,
+                         struct bh_error *err);
     int (*delivery_redeliver)(struct store *store, const char *user_id, const char *id,
                               int64_t now_ms, struct delivery *out, struct bh_error *err);
-    int (*delivery_recover)(struct store *store, const char *user_id,
-                            const char *integration_id, int64_t since_ms, int64_t now_ms,
-                            int64_t *recovered, struct bh_error *err);
+    int (*delivery_recover)(struct store *store, const char *user_id, const char *integration_id,
+                            int64_t since_ms, int64_t now_ms, int64_t *recovered,
+                            struct bh_error *err);
 };
 
 /* The part of every back end's connection that store.c uses. */

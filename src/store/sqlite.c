@@ -188,8 +188,7 @@ static const char *const migrations[] = {
 /* The columns of a claimed delivery that append_job reads, in its order. */
 /* attempts - attempts_base: the attempts since the delivery was created or last sent
  * again, which the retry budget counts. */
-#define JOB_COLUMNS                                                                                \
-    "id, event_id, integration_id, user_id, body, attempts - attempts_base, is_test"
+#define JOB_COLUMNS "id, event_id, integration_id, user_id, body, attempts - attempts_base, is_test"
 
 #define DELIVERY_COLUMNS                                                                           \
     "id, event_id, integration_id, user_id, event_type, body, state, attempts, "                   \
@@ -276,7 +275,7 @@ static const struct statement_def statement_defs[STMT_COUNT] = {
     [STMT_DELIVERY_LIST] = {DELIVERY_LIST_SELECT "ORDER BY created_ms DESC, id DESC LIMIT ?7",
                             "list deliveries"},
     [STMT_DELIVERY_LIST_STATE] = {DELIVERY_LIST_SELECT "AND state = ?8 "
-                                  "ORDER BY created_ms DESC, id DESC LIMIT ?7",
+                                                       "ORDER BY created_ms DESC, id DESC LIMIT ?7",
                                   "list deliveries in one state"},
     [STMT_DELIVERY_REDELIVER] = {"UPDATE deliveries SET state = 'pending', next_attempt_ms = ?1, "
                                  "attempts_base = attempts, lease_owner = NULL, "
@@ -1757,9 +1756,9 @@ static struct integration_load *claim_usage(struct claim *claim, const char *int
 
     snprintf(key.integration_id, sizeof(key.integration_id), "%s", integration_id);
     /* bsearch requires a non-NULL array even when it is empty. */
-    found = claim->used_count == 0 ? NULL
-                                   : bsearch(&key, claim->used, claim->used_count, sizeof(key),
-                                             compare_loads);
+    found = claim->used_count == 0
+                ? NULL
+                : bsearch(&key, claim->used, claim->used_count, sizeof(key), compare_loads);
     if (found)
         return found;
 
@@ -2416,8 +2415,7 @@ static int sqlite_release_all_leases(struct store *store, struct bh_error *err)
 /* ---- Mapping edits and lead lookups ---- */
 
 static int sqlite_mapping_get(struct store *store, const char *user_id, const char *campaign_id,
-                              const char *integration_id, struct mapping *out,
-                              struct bh_error *err)
+                              const char *integration_id, struct mapping *out, struct bh_error *err)
 {
     struct query q;
     int status;
@@ -2440,9 +2438,8 @@ static int sqlite_mapping_get(struct store *store, const char *user_id, const ch
     return status;
 }
 
-static int sqlite_mapping_delete(struct store *store, const char *user_id,
-                                 const char *campaign_id, const char *integration_id,
-                                 struct bh_error *err)
+static int sqlite_mapping_delete(struct store *store, const char *user_id, const char *campaign_id,
+                                 const char *integration_id, struct bh_error *err)
 {
     struct sqlite_store *s = from_store(store);
     struct query q;
@@ -2483,8 +2480,8 @@ static int sqlite_lead_latest_campaign(struct store *store, const char *user_id,
 /* ---- Idempotency keys and retention ---- */
 
 static int sqlite_idempotency_get(struct store *store, const char *user_id,
-                                  const char *client_event_id, char **request_hash,
-                                  char **answer, struct bh_error *err)
+                                  const char *client_event_id, char **request_hash, char **answer,
+                                  struct bh_error *err)
 {
     struct query q;
     int status;

@@ -261,8 +261,7 @@ int store_idempotency_get(struct store *store, const char *user_id, const char *
                           char **request_hash, char **answer, struct bh_error *err)
 {
     metrics_add(METRIC_STORE_CALLS, 1);
-    return store->ops->idempotency_get(store, user_id, client_event_id, request_hash, answer,
-                                       err);
+    return store->ops->idempotency_get(store, user_id, client_event_id, request_hash, answer, err);
 }
 
 int store_idempotency_put(struct store *store, const char *user_id, const char *client_event_id,
@@ -274,8 +273,8 @@ int store_idempotency_put(struct store *store, const char *user_id, const char *
                                        created_ms, err);
 }
 
-int store_purge_finished(struct store *store, int64_t before_ms, size_t limit,
-                         size_t *deliveries, size_t *attempts, struct bh_error *err)
+int store_purge_finished(struct store *store, int64_t before_ms, size_t limit, size_t *deliveries,
+                         size_t *attempts, struct bh_error *err)
 {
     metrics_add(METRIC_STORE_CALLS, 1);
     return store->ops->purge_finished(store, before_ms, limit, deliveries, attempts, err);
@@ -289,8 +288,8 @@ int store_purge_idempotency(struct store *store, int64_t before_ms, size_t limit
 }
 
 int store_delivery_list(struct store *store, const char *user_id,
-                        const struct delivery_filter *filter, struct delivery **out,
-                        size_t *count, struct bh_error *err)
+                        const struct delivery_filter *filter, struct delivery **out, size_t *count,
+                        struct bh_error *err)
 {
     metrics_add(METRIC_STORE_CALLS, 1);
     return store->ops->delivery_list(store, user_id, filter, out, count, err);
@@ -308,8 +307,8 @@ int store_delivery_recover(struct store *store, const char *user_id, const char 
                            struct bh_error *err)
 {
     metrics_add(METRIC_STORE_CALLS, 1);
-    return store->ops->delivery_recover(store, user_id, integration_id, since_ms, now_ms,
-                                        recovered, err);
+    return store->ops->delivery_recover(store, user_id, integration_id, since_ms, now_ms, recovered,
+                                        err);
 }
 
 void delivery_list_free(struct delivery *items, size_t count)

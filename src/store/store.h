@@ -51,10 +51,10 @@ struct mapping {
 struct event_record {
     char id[EVENT_ID_LEN + 1];
     char user_id[ID_LEN + 1];
-    int type;                /* enum event_type */
+    int type; /* enum event_type */
     char *lead_id;
-    char *campaign_id;       /* NULL when the event has no campaign */
-    char *account_id;        /* NULL when there is no LinkedIn account */
+    char *campaign_id; /* NULL when the event has no campaign */
+    char *account_id;  /* NULL when there is no LinkedIn account */
     int64_t occurred_ms;
     int64_t created_ms;
 };
@@ -79,17 +79,17 @@ struct delivery {
     int64_t next_attempt_ms; /* when a pending delivery is next due */
     int64_t created_ms;
     int64_t updated_ms;
-    int last_http_status;    /* 0 when the last attempt got no HTTP response */
-    char *last_error;        /* NULL after a success or before any attempt */
-    bool test;               /* a test delivery: one attempt, counted in no statistics */
+    int last_http_status; /* 0 when the last attempt got no HTTP response */
+    char *last_error;     /* NULL after a success or before any attempt */
+    bool test;            /* a test delivery: one attempt, counted in no statistics */
 };
 
 struct attempt {
-    int number;          /* 1 for the first attempt */
+    int number; /* 1 for the first attempt */
     int64_t started_ms;
     int duration_ms;
-    int http_status;     /* 0 when no HTTP response arrived */
-    char *error;         /* NULL for a 2xx */
+    int http_status;        /* 0 when no HTTP response arrived */
+    char *error;            /* NULL for a 2xx */
     char *response_excerpt; /* at most RESPONSE_EXCERPT_MAX bytes of the body, may be NULL */
     size_t response_excerpt_len;
 };
@@ -193,8 +193,7 @@ int store_integration_delete(struct store *store, const char *user_id, const cha
  * BH_ERR_NOT_FOUND, with nothing written, when the integration is missing or another user's.
  */
 int store_integration_update(struct store *store, const struct integration *integration,
-                             struct mapping **changed, size_t *changed_count,
-                             struct bh_error *err);
+                             struct mapping **changed, size_t *changed_count, struct bh_error *err);
 
 /* Leads, campaigns and LinkedIn accounts, stored as canonical JSON text. */
 int store_record_get(struct store *store, enum record_kind kind, const char *user_id,
@@ -231,8 +230,7 @@ int store_lead_latest_campaign(struct store *store, const char *user_id, const c
                                char campaign_id[EXTERNAL_ID_MAX + 1], struct bh_error *err);
 
 /* Events and deliveries. Call inside one transaction so both commit together. */
-int store_event_insert(struct store *store, const struct event_record *event,
-                       struct bh_error *err);
+int store_event_insert(struct store *store, const struct event_record *event, struct bh_error *err);
 int store_delivery_insert(struct store *store, const struct delivery *delivery,
                           struct bh_error *err);
 int store_delivery_get(struct store *store, const char *user_id, const char *id,
@@ -249,9 +247,9 @@ void attempt_list_free(struct attempt *items, size_t count);
  * each taking its oldest due first. The same as store_delivery_claim_capped with no cap and
  * an empty cursor.
  */
-int store_delivery_claim(struct store *store, const char *owner, int64_t now_ms,
-                         int64_t lease_ms, size_t limit, struct delivery_job **jobs,
-                         size_t *count, struct bh_error *err);
+int store_delivery_claim(struct store *store, const char *owner, int64_t now_ms, int64_t lease_ms,
+                         size_t limit, struct delivery_job **jobs, size_t *count,
+                         struct bh_error *err);
 /*
  * Claims like store_delivery_claim, but an integration gets at most
  * request->per_integration_limit jobs less those claimed for it in request->loads, so one slow
@@ -322,8 +320,8 @@ int store_idempotency_put(struct store *store, const char *user_id, const char *
  * deliveries means nothing older is left. purge_idempotency deletes up to limit idempotency
  * keys created before before_ms and sets *purged.
  */
-int store_purge_finished(struct store *store, int64_t before_ms, size_t limit,
-                         size_t *deliveries, size_t *attempts, struct bh_error *err);
+int store_purge_finished(struct store *store, int64_t before_ms, size_t limit, size_t *deliveries,
+                         size_t *attempts, struct bh_error *err);
 int store_purge_idempotency(struct store *store, int64_t before_ms, size_t limit, size_t *purged,
                             struct bh_error *err);
 
@@ -334,10 +332,10 @@ int store_purge_idempotency(struct store *store, int64_t before_ms, size_t limit
  */
 struct delivery_filter {
     const char *integration_id;
-    int state;          /* enum delivery_state, or -1 for every state */
-    int event_type;     /* enum event_type, or -1 for every type */
-    int64_t since_ms;   /* created at or after; INT64_MIN for no bound */
-    int64_t until_ms;   /* created at or before; INT64_MAX for no bound */
+    int state;             /* enum delivery_state, or -1 for every state */
+    int event_type;        /* enum event_type, or -1 for every type */
+    int64_t since_ms;      /* created at or after; INT64_MIN for no bound */
+    int64_t until_ms;      /* created at or before; INT64_MAX for no bound */
     const char *before_id; /* with before_ms: only deliveries that sort after this one (older);
                             * NULL for the first page */
     int64_t before_ms;
@@ -345,8 +343,8 @@ struct delivery_filter {
 };
 
 int store_delivery_list(struct store *store, const char *user_id,
-                        const struct delivery_filter *filter, struct delivery **out,
-                        size_t *count, struct bh_error *err);
+                        const struct delivery_filter *filter, struct delivery **out, size_t *count,
+                        struct bh_error *err);
 void delivery_list_free(struct delivery *items, size_t count);
 /*
  * Sends a finished (succeeded or failed) delivery again: it becomes pending and due at now_ms,

@@ -61,7 +61,8 @@ static json_t *find_operation(json_t *paths, const char *method, const char *pat
         lower[i] = (char)(method[i] - 'A' + 'a');
     lower[strlen(method) < sizeof(lower) ? strlen(method) : sizeof(lower) - 1] = '\0';
 
-    json_object_foreach(paths, path, item) {
+    json_object_foreach(paths, path, item)
+    {
         normalize_template(path, candidate, sizeof(candidate));
         if (strcmp(candidate, wanted) == 0)
             return json_object_get(item, lower);
@@ -104,7 +105,8 @@ static void test_every_operation_routed(void **state)
     const char *path;
     json_t *item;
 
-    json_object_foreach(paths, path, item) {
+    json_object_foreach(paths, path, item)
+    {
         for (size_t m = 0; m < sizeof(methods) / sizeof(methods[0]); m++) {
             char documented[256];
             char routed[256];
@@ -119,8 +121,8 @@ static void test_every_operation_routed(void **state)
                         strcmp(routed, documented) == 0;
             }
             if (!found)
-                fail_msg("docs/openapi.json documents %s %s, which no route serves",
-                         methods[m], path);
+                fail_msg("docs/openapi.json documents %s %s, which no route serves", methods[m],
+                         path);
         }
     }
     json_decref(document);
@@ -135,8 +137,10 @@ static void test_operations_describe_responses(void **state)
     json_t *item;
     json_t *operation;
 
-    json_object_foreach(paths, path, item) {
-        json_object_foreach(item, method, operation) {
+    json_object_foreach(paths, path, item)
+    {
+        json_object_foreach(item, method, operation)
+        {
             json_t *responses = json_object_get(operation, "responses");
 
             if (!json_is_object(responses) || json_object_size(responses) == 0)

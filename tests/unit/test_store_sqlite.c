@@ -1865,12 +1865,11 @@ static void idempotency_put_and_get(void **state)
                      BH_ERR_NOT_FOUND);
     assert_null(hash);
     assert_null(answer);
-    assert_int_equal(store_idempotency_put(fx->store, fx->user.id, "crm-42", "def456", "{}",
-                                           T0 + 1, &err),
-                     BH_ERR_CONFLICT);
-    assert_int_equal(store_idempotency_put(fx->store, fx->other.id, "crm-42", "def456", "{}",
-                                           T0 + 1, &err),
-                     0);
+    assert_int_equal(
+        store_idempotency_put(fx->store, fx->user.id, "crm-42", "def456", "{}", T0 + 1, &err),
+        BH_ERR_CONFLICT);
+    assert_int_equal(
+        store_idempotency_put(fx->store, fx->other.id, "crm-42", "def456", "{}", T0 + 1, &err), 0);
 }
 
 /* Inserts a delivery in state, last updated at updated_ms, with attempt_count attempts. */
@@ -1958,12 +1957,10 @@ static void purge_idempotency_by_age(void **state)
 
     assert_int_equal(store_idempotency_put(fx->store, fx->user.id, "old-1", "h", "{}", T0, &err),
                      0);
-    assert_int_equal(store_idempotency_put(fx->store, fx->other.id, "old-2", "h", "{}", T0 + 1,
-                                           &err),
-                     0);
-    assert_int_equal(store_idempotency_put(fx->store, fx->user.id, "new-1", "h", "{}", T0 + 5000,
-                                           &err),
-                     0);
+    assert_int_equal(
+        store_idempotency_put(fx->store, fx->other.id, "old-2", "h", "{}", T0 + 1, &err), 0);
+    assert_int_equal(
+        store_idempotency_put(fx->store, fx->user.id, "new-1", "h", "{}", T0 + 5000, &err), 0);
 
     assert_int_equal(store_purge_idempotency(fx->store, T0 + 1000, 1, &purged, &err), 0);
     assert_int_equal(purged, 1);
