@@ -11,14 +11,23 @@
 
 #define BATCH_MAX 1024 /* events in one transaction */
 
+/* Jobs taken from the queue to be accepted in one transaction. */
+struct ingest_batch {
+    struct ingest_job *jobs;
+    size_t deliveries; /* created by the jobs accepted */
+};
+
 struct ingest {
-    pthread_t thread;
+    pthread_t thread; /* the committer, when no dispatcher carries the batches */
+    bool own_thread;
     pthread_mutex_t lock;
-    pthread_cond_t wake;
+    pthread_cond_t wake;     /* own thread: jobs queued, or stopping */
+    pthread_cond_t drained;  /* a batch finished, which ingest_stop waits for */
     struct ingest_job *head; /* queued jobs, oldest first */
     struct ingest_job *tail;
+    size_t batches_out; /* batches taken and not yet finished */
     bool stopping;
-    struct store *store;
+    struct store *store; /* the own thread's connection, or NULL with a dispatcher */
     struct dispatcher *dispatcher;
 };
 
@@ -45,43 +54,36 @@ static bool is_store_failure(int result)
     return result == BH_ERR_STORE || result == BH_ERR_IO || result == BH_ERR_INTERNAL;
 }
 
-/* Accepts every job in one transaction; false when the store failed and nothing committed. */
-static bool accept_batch(struct ingest *ingest, struct ingest_job *jobs, size_t *deliveries)
+/*
+ * Accepts every job inside the caller's open transaction. Returns 0, or the store failure
+ * that must undo the transaction.
+ */
+static int accept_jobs(struct store *store, struct ingest_batch *batch)
 {
-    struct bh_error err;
-
-    *deliveries = 0;
-    if (store_begin(ingest->store, &err) != BH_OK)
-        return false;
-    for (struct ingest_job *job = jobs; job; job = job->next) {
-        job->result = event_accept(ingest->store, job, deliveries);
-        if (is_store_failure(job->result)) {
-            store_rollback(ingest->store);
-            return false;
-        }
+    batch->deliveries = 0;
+    for (struct ingest_job *job = batch->jobs; job; job = job->next) {
+        job->result = event_accept(store, job, &batch->deliveries);
+        if (is_store_failure(job->result))
+            return job->result;
     }
-    if (store_commit(ingest->store, &err) != BH_OK) {
-        store_rollback(ingest->store);
-        return false;
-    }
-    return true;
+    return 0;
 }
 
 /* After a failed batch: each job alone, so only the events that fail get an error. */
-static void accept_one_by_one(struct ingest *ingest, struct ingest_job *jobs, size_t *deliveries)
+static void accept_one_by_one(struct store *store, struct ingest_batch *batch)
 {
-    *deliveries = 0;
-    for (struct ingest_job *job = jobs; job; job = job->next) {
+    batch->deliveries = 0;
+    for (struct ingest_job *job = batch->jobs; job; job = job->next) {
         size_t created = 0;
 
         reset_outcome(job);
-        job->result = store_begin(ingest->store, &job->err);
+        job->result = store_begin(store, &job->err);
         if (job->result == BH_OK)
-            job->result = event_accept(ingest->store, job, &created);
+            job->result = event_accept(store, job, &created);
         if (job->result == BH_OK)
-            job->result = store_commit(ingest->store, &job->err);
+            job->result = store_commit(store, &job->err);
         if (job->result != BH_OK) {
-            store_rollback(ingest->store);
+            store_rollback(store);
             json_decref(job->answer);
             job->answer = NULL;
             if (is_store_failure(job->result))
@@ -89,16 +91,53 @@ static void accept_one_by_one(struct ingest *ingest, struct ingest_job *jobs, si
                           job->err.message);
             continue;
         }
-        *deliveries += created;
+        batch->deliveries += created;
     }
 }
 
-static void finish_batch(struct ingest *ingest, struct ingest_job *jobs, size_t deliveries)
+/*
+ * Makes the accepted jobs durable with one sync, since the connection commits without one.
+ * When the sync fails, every job that was accepted gets an error instead of its 202: its event
+ * is in the database but may not survive a power loss, and the client may send it again under
+ * the same eventId to get its answer.
+ */
+static void confirm_jobs(struct store *store, struct ingest_batch *batch)
+{
+    struct bh_error err;
+    bool wrote = false;
+
+    for (struct ingest_job *job = batch->jobs; job; job = job->next)
+        wrote = wrote || job->result == BH_OK;
+    if (!wrote || store_sync(store, &err) == BH_OK)
+        return;
+
+    log_error("ingest", "disk sync of committed events failed error=\"%s\"", err.message);
+    for (struct ingest_job *job = batch->jobs; job; job = job->next) {
+        if (job->result != BH_OK)
+            continue;
+        reset_outcome(job);
+        job->result = bh_error_set(&job->err, BH_ERR_IO, "",
+                                   "the event was written but the disk sync failed (%s), so it "
+                                   "may not survive a power loss. Send it again with the same "
+                                   "eventId to get its response without a duplicate",
+                                   err.message);
+    }
+}
+
+/*
+ * Ends a batch whose transaction committed or not: redoes the jobs one by one when it did
+ * not, confirms them on disk, resumes their connections and frees the batch.
+ */
+static void finish_batch(struct ingest *ingest, struct store *store, struct ingest_batch *batch,
+                         bool committed)
 {
     size_t accepted = 0;
     struct ingest_job *next;
 
-    for (struct ingest_job *job = jobs; job; job = next) {
+    if (!committed)
+        accept_one_by_one(store, batch);
+    confirm_jobs(store, batch);
+    for (struct ingest_job *job = batch->jobs; job; job = next) {
         next = job->next;
         job->next = NULL;
         if (job->result == BH_OK && !job->replayed)
@@ -107,24 +146,31 @@ static void finish_batch(struct ingest *ingest, struct ingest_job *jobs, size_t 
         MHD_resume_connection(job->connection);
     }
     metrics_add(METRIC_EVENTS_ACCEPTED, accepted);
-    metrics_add(METRIC_DELIVERIES_CREATED, deliveries);
-    if (deliveries > 0 && ingest->dispatcher)
+    metrics_add(METRIC_DELIVERIES_CREATED, batch->deliveries);
+    if (batch->deliveries > 0 && ingest->dispatcher)
         dispatcher_notify(ingest->dispatcher);
+    free(batch);
+
+    pthread_mutex_lock(&ingest->lock);
+    ingest->batches_out--;
+    pthread_cond_broadcast(&ingest->drained);
+    pthread_mutex_unlock(&ingest->lock);
 }
 
-/* Takes up to BATCH_MAX queued jobs; NULL once stopping with nothing queued. */
-static struct ingest_job *take_batch(struct ingest *ingest)
+/* Takes up to BATCH_MAX queued jobs, waiting for some when wait is true. */
+static struct ingest_batch *take_batch(struct ingest *ingest, bool wait)
 {
-    struct ingest_job *batch;
+    struct ingest_batch *batch = NULL;
     struct ingest_job *last;
     size_t count = 1;
 
     pthread_mutex_lock(&ingest->lock);
-    while (!ingest->head && !ingest->stopping)
+    while (wait && !ingest->head && !ingest->stopping)
         pthread_cond_wait(&ingest->wake, &ingest->lock);
-    batch = ingest->head;
-    if (batch) {
-        last = batch;
+    if (ingest->head) {
+        batch = xcalloc(1, sizeof(*batch));
+        batch->jobs = ingest->head;
+        last = batch->jobs;
         while (last->next && count < BATCH_MAX) {
             last = last->next;
             count++;
@@ -133,23 +179,68 @@ static struct ingest_job *take_batch(struct ingest *ingest)
         if (!ingest->head)
             ingest->tail = NULL;
         last->next = NULL;
+        ingest->batches_out++;
     }
     pthread_mutex_unlock(&ingest->lock);
     return batch;
 }
 
+/* ---- On the dispatcher's store thread ---- */
+
+static void *rider_take(void *arg)
+{
+    return take_batch(arg, false);
+}
+
+static int rider_run(void *arg, void *work, struct store *store)
+{
+    (void)arg;
+    return accept_jobs(store, work);
+}
+
+static void rider_finish(void *arg, void *work, struct store *store, bool committed)
+{
+    finish_batch(arg, store, work, committed);
+}
+
+/* ---- On a thread of its own ---- */
+
 static void *run_committer(void *arg)
 {
     struct ingest *ingest = arg;
-    struct ingest_job *batch;
-    size_t deliveries;
+    struct ingest_batch *batch;
 
-    while ((batch = take_batch(ingest)) != NULL) {
-        if (!accept_batch(ingest, batch, &deliveries))
-            accept_one_by_one(ingest, batch, &deliveries);
-        finish_batch(ingest, batch, deliveries);
+    while ((batch = take_batch(ingest, true)) != NULL) {
+        struct bh_error err;
+        bool committed = store_begin(ingest->store, &err) == BH_OK &&
+                         accept_jobs(ingest->store, batch) == 0 &&
+                         store_commit(ingest->store, &err) == BH_OK;
+
+        if (!committed)
+            store_rollback(ingest->store);
+        finish_batch(ingest, ingest->store, batch, committed);
     }
     return NULL;
+}
+
+static int start_own_thread(struct ingest *ingest, const char *store_location, struct bh_error *err)
+{
+    struct bh_error sync_err;
+
+    ingest->store = store_open(store_location, err);
+    if (!ingest->store)
+        return err->status != BH_OK ? err->status : BH_ERR_STORE;
+    /* Commits skip the disk sync, and confirm_jobs syncs once per batch before any 202. */
+    if (store_set_sync_commits(ingest->store, false, &sync_err) != BH_OK)
+        log_warn("ingest", "each event commit syncs the disk itself error=\"%s\"",
+                 sync_err.message);
+    if (pthread_create(&ingest->thread, NULL, run_committer, ingest) != 0) {
+        store_close(ingest->store);
+        return bh_error_set(err, BH_ERR_INTERNAL, "", "could not start the ingest thread");
+    }
+    pthread_setname_np(ingest->thread, "bh-ingest");
+    ingest->own_thread = true;
+    return BH_OK;
 }
 
 struct ingest *ingest_start(const char *store_location, struct dispatcher *dispatcher,
@@ -157,21 +248,28 @@ struct ingest *ingest_start(const char *store_location, struct dispatcher *dispa
 {
     struct ingest *ingest = xcalloc(1, sizeof(*ingest));
 
-    ingest->store = store_open(store_location, err);
-    if (!ingest->store) {
-        free(ingest);
-        return NULL;
-    }
     ingest->dispatcher = dispatcher;
     pthread_mutex_init(&ingest->lock, NULL);
     pthread_cond_init(&ingest->wake, NULL);
-    if (pthread_create(&ingest->thread, NULL, run_committer, ingest) != 0) {
-        store_close(ingest->store);
+    pthread_cond_init(&ingest->drained, NULL);
+    if (dispatcher) {
+        struct dispatcher_rider rider = {
+            .arg = ingest,
+            .take = rider_take,
+            .run = rider_run,
+            .finish = rider_finish,
+        };
+
+        dispatcher_attach_rider(dispatcher, &rider);
+        return ingest;
+    }
+    if (start_own_thread(ingest, store_location, err) != BH_OK) {
+        pthread_mutex_destroy(&ingest->lock);
+        pthread_cond_destroy(&ingest->wake);
+        pthread_cond_destroy(&ingest->drained);
         free(ingest);
-        bh_error_set(err, BH_ERR_INTERNAL, "", "could not start the ingest thread");
         return NULL;
     }
-    pthread_setname_np(ingest->thread, "bh-ingest");
     return ingest;
 }
 
@@ -196,7 +294,10 @@ void ingest_submit(struct ingest *ingest, struct ingest_job *job)
         job->result = bh_error_set(&job->err, BH_ERR_UNAVAILABLE, "",
                                    "the server is stopping; send the event again");
         MHD_resume_connection(job->connection);
+        return;
     }
+    if (!ingest->own_thread)
+        dispatcher_wake_for_rider(ingest->dispatcher);
 }
 
 void ingest_stop(struct ingest *ingest)
@@ -207,10 +308,22 @@ void ingest_stop(struct ingest *ingest)
     ingest->stopping = true;
     pthread_cond_signal(&ingest->wake);
     pthread_mutex_unlock(&ingest->lock);
-    pthread_join(ingest->thread, NULL);
 
-    store_close(ingest->store);
+    if (ingest->own_thread) {
+        /* The committer accepts what was queued, then ends. */
+        pthread_join(ingest->thread, NULL);
+        store_close(ingest->store);
+    } else {
+        /* The dispatcher's store thread accepts what was queued. */
+        dispatcher_wake_for_rider(ingest->dispatcher);
+        pthread_mutex_lock(&ingest->lock);
+        while (ingest->head || ingest->batches_out > 0)
+            pthread_cond_wait(&ingest->drained, &ingest->lock);
+        pthread_mutex_unlock(&ingest->lock);
+        dispatcher_detach_rider(ingest->dispatcher);
+    }
     pthread_mutex_destroy(&ingest->lock);
     pthread_cond_destroy(&ingest->wake);
+    pthread_cond_destroy(&ingest->drained);
     free(ingest);
 }

@@ -3,17 +3,24 @@
  *
  * POST /v1/events must not respond 202 before its event and deliveries are durable, and one
  * fsync per event would bound ingest at the disk's sync rate. So request threads hand each
- * validated event to one committer thread and suspend their connection; the committer takes
- * every queued event, accepts them all in one transaction, commits once, and resumes the
- * connections with their responses. Under load the batches grow by themselves.
+ * validated event to a committer and suspend their connection. The committer takes every
+ * queued event, accepts them all in one transaction, commits, makes the commit durable with
+ * one sync (store_sync), and resumes the connections with their responses. Under load the
+ * batches grow by themselves.
+ *
+ * In a process that also delivers, the committer is the dispatcher's store thread (see struct
+ * dispatcher_rider): a batch of events shares its transaction with the dispatcher's attempt
+ * results and claims, so one connection writes every hot row and keeps its pages cached.
+ * Without a dispatcher, ingest runs a committer thread with a connection of its own.
  *
  * An event that fails validation inside the batch (a lead id that does not exist, say) writes
  * nothing and gets its own error, without failing the others. If the store fails, the batch
  * is rolled back and its events are retried one transaction each, so one bad event cannot
- * fail its neighbours.
+ * fail its neighbours. If the sync fails, the events stay written and each gets an error that
+ * says to send it again with the same eventId.
  *
  * Calling order: ingest_start, ingest_submit from any thread, ingest_stop (accepts what was
- * queued, then refuses new jobs). The committer opens its own store connection.
+ * queued, then refuses new jobs), and with a dispatcher, ingest_stop before dispatcher_stop.
  */
 #ifndef BEARHOOK_API_INGEST_H
 #define BEARHOOK_API_INGEST_H

@@ -1,5 +1,6 @@
 #include "core/ids.h"
 
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,7 +11,15 @@
 #include <openssl/rand.h>
 #include <openssl/sha.h>
 
+#include "core/clock.h"
 #include "util/alloc.h"
+
+#define TAIL_MASK 0xffffffffffffULL /* the 48 bits after the milliseconds */
+
+/* The last id's two halves, so the next one sorts after it. */
+static pthread_mutex_t id_lock = PTHREAD_MUTEX_INITIALIZER;
+static uint64_t last_ms;
+static uint64_t last_tail;
 
 void random_bytes(void *out, size_t len)
 {
@@ -31,16 +40,38 @@ static void hex_encode(const unsigned char *bytes, size_t len, char *out)
     out[2 * len] = '\0';
 }
 
+/*
+ * In a new millisecond the tail starts at a random value below 2^47, so it can count up
+ * 2^47 times without reaching the next millisecond's digits. A clock that steps back reuses
+ * the last millisecond, so ids never go backwards within the process.
+ */
 void id_generate(char out[ID_LEN + 1])
 {
     unsigned char bytes[ID_LEN / 2];
-    uint32_t seconds = (uint32_t)time(NULL);
+    uint64_t now_ms = (uint64_t)clock_now_ms() & TAIL_MASK;
+    uint64_t ms;
+    uint64_t tail;
 
-    bytes[0] = (unsigned char)(seconds >> 24);
-    bytes[1] = (unsigned char)(seconds >> 16);
-    bytes[2] = (unsigned char)(seconds >> 8);
-    bytes[3] = (unsigned char)seconds;
-    random_bytes(bytes + 4, sizeof(bytes) - 4);
+    pthread_mutex_lock(&id_lock);
+    if (now_ms > last_ms) {
+        random_bytes(&tail, sizeof(tail));
+        last_ms = now_ms;
+        last_tail = tail & (TAIL_MASK >> 1);
+    } else if (last_tail < TAIL_MASK) {
+        last_tail++;
+    } else {
+        random_bytes(&tail, sizeof(tail));
+        last_ms++;
+        last_tail = tail & (TAIL_MASK >> 1);
+    }
+    ms = last_ms;
+    tail = last_tail;
+    pthread_mutex_unlock(&id_lock);
+
+    for (int i = 0; i < 6; i++) {
+        bytes[i] = (unsigned char)(ms >> (40 - 8 * i));
+        bytes[6 + i] = (unsigned char)(tail >> (40 - 8 * i));
+    }
     hex_encode(bytes, sizeof(bytes), out);
 }
 

@@ -1,8 +1,11 @@
 /*
  * Identifiers, random bytes, signing secrets and API keys.
  *
- * Ids that bearhook assigns are 24 lowercase hex digits, like the guide's examples: 4 bytes of
- * Unix seconds (so they sort roughly by creation) then 8 bytes from the CSPRNG. Event ids add
+ * Ids that bearhook assigns are 24 lowercase hex digits, like the guide's examples: 6 bytes of
+ * Unix milliseconds, then 6 bytes that start at a random value in each millisecond and count
+ * up within it. So a process's ids sort in the order it made them, and rows inserted together
+ * land next to each other in an index, which keeps the pages that a commit writes few. Ids
+ * are not secrets, because every lookup is also scoped by its owner. Event ids add
  * the prefix "evt_", delivery ids "dlv_". Ids that the platform supplies for leads, campaigns
  * and LinkedIn accounts are checked with id_is_valid_external().
  *

@@ -16,6 +16,9 @@
  * running transfers and results waiting to be written all count, so a crash resends at most
  * max_in_flight attempts.
  *
+ * A rider (struct dispatcher_rider) may add its own writes to the store thread's transactions:
+ * the ingest of events does, so one connection writes the process's hot rows.
+ *
  * Results are handed over when the store thread is free and the batch is due (see
  * batch_due). Every write comes with a claim, since it frees slots. The time of the next due
  * delivery is queried only when nothing runs that would wake the loop, or once per idle cap,
@@ -168,9 +171,12 @@ struct dispatcher {
     atomic_bool notified;
 
     pthread_mutex_t work_lock;
-    pthread_cond_t work_changed; /* signalled on submission, on completion and on exit */
-    enum work_state work_state;  /* under work_lock */
-    bool store_exit;             /* under work_lock */
+    pthread_cond_t work_changed;   /* signalled on submission, on completion and on exit */
+    enum work_state work_state;    /* under work_lock */
+    bool store_exit;               /* under work_lock */
+    struct dispatcher_rider rider; /* under work_lock, with rider.take NULL when none */
+    bool rider_waiting;            /* under work_lock: the rider has work */
+    bool rider_busy;               /* under work_lock: the store thread is in the rider's calls */
     struct store_work work;
     char cursor[ID_LEN + 1]; /* store thread: where the next claim's round starts */
 
@@ -1033,7 +1039,8 @@ static void collect_finished(struct dispatcher *dispatcher)
 
 /* ---- The store thread ---- */
 
-static int claim_jobs(struct dispatcher *dispatcher, struct store_work *work, struct bh_error *err)
+static int claim_jobs(struct dispatcher *dispatcher, struct store_work *work, struct store *store,
+                      struct bh_error *err)
 {
     /*
      * One lease covers the whole batch, so it lasts for the longest timeout any job can have.
@@ -1049,19 +1056,19 @@ static int claim_jobs(struct dispatcher *dispatcher, struct store_work *work, st
         .load_count = work->load_count,
     };
 
-    return store_delivery_claim_capped(dispatcher->store, &request, dispatcher->cursor, &work->jobs,
+    return store_delivery_claim_capped(store, &request, dispatcher->cursor, &work->jobs,
                                        &work->job_count, err);
 }
 
-static void write_batch(struct dispatcher *dispatcher, struct store_work *work)
+static void write_batch(struct store_work *work, struct store *store)
 {
     struct bh_error err;
 
     bh_error_clear(&err);
     for (size_t i = 0; i < work->batch_count; i++)
         work->outcomes[i] = work->batch[i]->outcome;
-    work->batch_status = store_delivery_finish_batch(dispatcher->store, work->outcomes,
-                                                     work->batch_count, work->results, &err);
+    work->batch_status =
+        store_delivery_finish_batch(store, work->outcomes, work->batch_count, work->results, &err);
     if (work->batch_status != 0)
         log_error(MODULE,
                   "could not record %zu attempts; their deliveries are retried when their "
@@ -1070,61 +1077,139 @@ static void write_batch(struct dispatcher *dispatcher, struct store_work *work)
 }
 
 /*
- * Writes the batch and claims, in one transaction when there are both. Claimed jobs are
- * returned only once committed, so no transfer ever runs under a lease that was not.
+ * Writes the batch and claims inside the caller's open transaction. Each store call runs in a
+ * savepoint of its own, so a failure undoes only its own rows.
  */
-static void do_work(struct dispatcher *dispatcher, struct store_work *work)
+static void do_work_inside(struct dispatcher *dispatcher, struct store_work *work,
+                           struct store *store)
 {
-    bool transaction = work->batch_count > 0 && work->claim_limit > 0;
     struct bh_error err;
 
     bh_error_clear(&err);
-    work->batch_status = 0;
-    work->claim_status = 0;
-    work->jobs = NULL;
-    work->job_count = 0;
-    work->next_due_status = 0;
-
-    if (transaction && store_begin(dispatcher->store, &err) != 0) {
-        log_error(MODULE,
-                  "could not begin a transaction; %zu attempts are retried when their leases "
-                  "end error=\"%s\"",
-                  work->batch_count, err.message);
-        work->batch_status = err.status;
-        work->claim_status = err.status;
-        goto refresh;
-    }
     if (work->batch_count > 0)
-        write_batch(dispatcher, work);
+        write_batch(work, store);
     if (work->claim_limit > 0 && work->batch_status == 0) {
-        work->claim_status = claim_jobs(dispatcher, work, &err);
+        work->claim_status = claim_jobs(dispatcher, work, store, &err);
         if (work->claim_status != 0)
             log_error(MODULE, "could not claim due deliveries error=\"%s\"", err.message);
     } else if (work->claim_limit > 0) {
         work->claim_status = work->batch_status;
     }
-    if (transaction && store_commit(dispatcher->store, &err) != 0) {
+}
+
+static void reset_reply(struct store_work *work)
+{
+    work->batch_status = 0;
+    work->claim_status = 0;
+    work->jobs = NULL;
+    work->job_count = 0;
+    work->next_due_status = 0;
+}
+
+static void drop_claimed_jobs(struct store_work *work)
+{
+    delivery_job_list_free(work->jobs, work->job_count);
+    work->jobs = NULL;
+    work->job_count = 0;
+}
+
+/* Marks the work as lost with its transaction: its results and claims were not committed. */
+static void work_rolled_back(struct store_work *work, int status)
+{
+    work->batch_status = status;
+    work->claim_status = status;
+    drop_claimed_jobs(work);
+}
+
+static void refresh_next_due(struct dispatcher *dispatcher, struct store_work *work,
+                             struct store *store)
+{
+    struct bh_error err;
+
+    if (!work->refresh_next_due)
+        return;
+    bh_error_clear(&err);
+    work->next_due_status = store_delivery_next_due(store, &work->next_due_ms, &err);
+    if (work->next_due_status != 0)
+        log_error(MODULE, "could not read the next due delivery error=\"%s\"", err.message);
+}
+
+/*
+ * Writes the batch and claims, in one transaction when there are both. Claimed jobs are
+ * returned only once committed, so no transfer ever runs under a lease that was not.
+ */
+static void do_work(struct dispatcher *dispatcher, struct store_work *work)
+{
+    struct store *store = dispatcher->store;
+    bool transaction = work->batch_count > 0 && work->claim_limit > 0;
+    struct bh_error err;
+
+    bh_error_clear(&err);
+    reset_reply(work);
+    if (transaction && store_begin(store, &err) != 0) {
+        log_error(MODULE,
+                  "could not begin a transaction; %zu attempts are retried when their leases "
+                  "end error=\"%s\"",
+                  work->batch_count, err.message);
+        work_rolled_back(work, err.status);
+        refresh_next_due(dispatcher, work, store);
+        return;
+    }
+    do_work_inside(dispatcher, work, store);
+    if (transaction && store_commit(store, &err) != 0) {
         log_error(MODULE,
                   "could not commit %zu attempt results and %zu claims; the deliveries are "
                   "retried when their leases end error=\"%s\"",
                   work->batch_count, work->job_count, err.message);
-        store_rollback(dispatcher->store);
-        work->batch_status = err.status;
-        work->claim_status = err.status;
+        store_rollback(store);
+        work_rolled_back(work, err.status);
     }
-    if (work->claim_status != 0) {
-        delivery_job_list_free(work->jobs, work->job_count);
-        work->jobs = NULL;
-        work->job_count = 0;
-    }
+    if (work->claim_status != 0)
+        drop_claimed_jobs(work);
+    refresh_next_due(dispatcher, work, store);
+}
 
-refresh:
-    if (work->refresh_next_due) {
-        work->next_due_status =
-            store_delivery_next_due(dispatcher->store, &work->next_due_ms, &err);
-        if (work->next_due_status != 0)
-            log_error(MODULE, "could not read the next due delivery error=\"%s\"", err.message);
+/*
+ * Runs the rider's work and the dispatcher's (when has_work) in one transaction. When the
+ * rider's part fails, everything is undone. The rider then redoes its work its own way, and the
+ * dispatcher's work runs alone. The rider finishes before the dispatcher's reply is given, so
+ * no claimed attempt starts before the rider has confirmed its commit.
+ */
+static void do_work_with_rider(struct dispatcher *dispatcher, const struct dispatcher_rider *rider,
+                               void *rider_work, bool has_work)
+{
+    struct store *store = dispatcher->store;
+    struct store_work *work = &dispatcher->work;
+    struct bh_error err;
+    bool committed = false;
+
+    bh_error_clear(&err);
+    if (has_work)
+        reset_reply(work);
+    if (store_begin(store, &err) == 0) {
+        if (rider->run(rider->arg, rider_work, store) == 0) {
+            if (has_work)
+                do_work_inside(dispatcher, work, store);
+            committed = store_commit(store, &err) == 0;
+            if (!committed)
+                log_error(MODULE,
+                          "commit of events with attempt results and claims failed, so each "
+                          "is written again on its own error=\"%s\"",
+                          err.message);
+        }
+        if (!committed)
+            store_rollback(store);
     }
+    if (has_work && !committed) {
+        /* The rollback undid the work's rows, so it runs again, alone. */
+        drop_claimed_jobs(work);
+        do_work(dispatcher, work);
+    } else if (has_work) {
+        if (work->claim_status != 0)
+            drop_claimed_jobs(work);
+        refresh_next_due(dispatcher, work, store);
+    }
+    rider->finish(rider->arg, rider_work, store, committed);
 }
 
 static void *store_main(void *arg)
@@ -1133,21 +1218,68 @@ static void *store_main(void *arg)
 
     pthread_mutex_lock(&dispatcher->work_lock);
     for (;;) {
-        while (dispatcher->work_state != WORK_SUBMITTED && !dispatcher->store_exit)
+        struct dispatcher_rider rider;
+        bool has_work;
+        bool ask_rider;
+        void *rider_work = NULL;
+
+        while (dispatcher->work_state != WORK_SUBMITTED && !dispatcher->rider_waiting &&
+               !dispatcher->store_exit)
             pthread_cond_wait(&dispatcher->work_changed, &dispatcher->work_lock);
-        if (dispatcher->work_state != WORK_SUBMITTED)
-            break;
+        has_work = dispatcher->work_state == WORK_SUBMITTED;
+        ask_rider = dispatcher->rider_waiting && dispatcher->rider.take != NULL;
+        dispatcher->rider_waiting = false;
+        if (!has_work && !ask_rider)
+            break; /* store_exit */
+        rider = dispatcher->rider;
+        dispatcher->rider_busy = ask_rider;
         pthread_mutex_unlock(&dispatcher->work_lock);
 
-        do_work(dispatcher, &dispatcher->work);
+        if (ask_rider)
+            rider_work = rider.take(rider.arg);
+        if (rider_work != NULL)
+            do_work_with_rider(dispatcher, &rider, rider_work, has_work);
+        else if (has_work)
+            do_work(dispatcher, &dispatcher->work);
 
         pthread_mutex_lock(&dispatcher->work_lock);
-        dispatcher->work_state = WORK_DONE;
+        /* The rider is asked again until take returns NULL, its queue being empty. */
+        if (rider_work != NULL)
+            dispatcher->rider_waiting = true;
+        dispatcher->rider_busy = false;
+        if (has_work)
+            dispatcher->work_state = WORK_DONE;
         pthread_cond_broadcast(&dispatcher->work_changed);
-        curl_multi_wakeup(dispatcher->multi);
+        if (has_work)
+            curl_multi_wakeup(dispatcher->multi);
     }
     pthread_mutex_unlock(&dispatcher->work_lock);
     return NULL;
+}
+
+void dispatcher_attach_rider(struct dispatcher *dispatcher, const struct dispatcher_rider *rider)
+{
+    pthread_mutex_lock(&dispatcher->work_lock);
+    dispatcher->rider = *rider;
+    pthread_mutex_unlock(&dispatcher->work_lock);
+}
+
+void dispatcher_wake_for_rider(struct dispatcher *dispatcher)
+{
+    pthread_mutex_lock(&dispatcher->work_lock);
+    dispatcher->rider_waiting = true;
+    pthread_cond_broadcast(&dispatcher->work_changed);
+    pthread_mutex_unlock(&dispatcher->work_lock);
+}
+
+void dispatcher_detach_rider(struct dispatcher *dispatcher)
+{
+    pthread_mutex_lock(&dispatcher->work_lock);
+    while (dispatcher->rider_busy)
+        pthread_cond_wait(&dispatcher->work_changed, &dispatcher->work_lock);
+    memset(&dispatcher->rider, 0, sizeof(dispatcher->rider));
+    dispatcher->rider_waiting = false;
+    pthread_mutex_unlock(&dispatcher->work_lock);
 }
 
 /* ---- The transfer thread ---- */

@@ -64,7 +64,34 @@ void dispatcher_notify(struct dispatcher *dispatcher);
  */
 void dispatcher_signing_changed(struct dispatcher *dispatcher, const char *integration_id,
                                 bool signing, const char *secret);
-/* Stops and frees the dispatcher; NULL is ignored. */
+/*
+ * Other writes that share the store thread's transactions, so that one connection writes all
+ * of a process's hot rows: its pages stay in that connection's cache, and the writes take no
+ * turns with another connection's. The ingest of events uses it when the process delivers too.
+ *
+ * When woken, the store thread calls take, which returns the rider's waiting work or NULL.
+ * With work, it begins a transaction, calls run, which writes that work and returns 0 or the
+ * store error that must undo the transaction, adds its own results and claims, and commits.
+ * Then it calls finish, saying whether the commit happened. finish may use the connection
+ * (outside any transaction) to confirm the commit or redo the work, and it ends the rider's use
+ * of the work. Claimed attempts start only after finish returns. All three run on the store
+ * thread, one call at a time.
+ */
+struct store;
+struct dispatcher_rider {
+    void *arg;
+    void *(*take)(void *arg);
+    int (*run)(void *arg, void *work, struct store *store);
+    void (*finish)(void *arg, void *work, struct store *store, bool committed);
+};
+
+/* Attaches the rider. A dispatcher has at most one. */
+void dispatcher_attach_rider(struct dispatcher *dispatcher, const struct dispatcher_rider *rider);
+/* Tells the store thread that the rider has work. Safe from any thread. */
+void dispatcher_wake_for_rider(struct dispatcher *dispatcher);
+/* Detaches the rider once the store thread is out of its calls, which then stop. */
+void dispatcher_detach_rider(struct dispatcher *dispatcher);
+/* Stops and frees the dispatcher; NULL is ignored. Detach any rider first. */
 void dispatcher_stop(struct dispatcher *dispatcher);
 
 #endif

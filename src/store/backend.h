@@ -79,6 +79,7 @@ struct store_ops {
     int (*delivery_finish_batch)(struct store *store, const struct attempt_outcome *outcomes,
                                  size_t count, int *results, struct bh_error *err);
     int (*set_sync_commits)(struct store *store, bool sync, struct bh_error *err);
+    int (*sync)(struct store *store, struct bh_error *err);
     int (*release_all_leases)(struct store *store, struct bh_error *err);
 
     int (*idempotency_get)(struct store *store, const char *user_id, const char *client_event_id,

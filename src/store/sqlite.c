@@ -32,8 +32,11 @@
 #include "core/clock.h"
 #include "store/backend.h"
 #include "util/alloc.h"
+#include "util/log.h"
 
 #define BUSY_TIMEOUT_MS 5000
+/* WAL pages after which a commit asks for a checkpoint, as SQLite's automatic one does. */
+#define CHECKPOINT_PAGES 1000
 
 /* Each step runs in its own transaction. Released steps are never edited: add a new one. */
 static const char *const migrations[] = {
@@ -502,11 +505,147 @@ static const struct statement_def statement_defs[STMT_COUNT] = {
                              "release leases"},
 };
 
+/*
+ * Checkpoints run on a thread of their own, one per database file in the process, with a
+ * connection of its own. SQLite's automatic checkpoint runs inside the commit that takes the
+ * WAL past its limit, so that commit, and every writer of the process waiting on writer_lock
+ * behind it, would wait for the copying and the syncs. Each connection's WAL hook wakes the
+ * checkpointer instead. A passive checkpoint copies what no reader still needs and never
+ * blocks a writer, and what it leaves goes next time.
+ */
+struct checkpointer {
+    char *path;
+    size_t users; /* open connections of this file, the last of which stops the thread */
+    sqlite3 *db;
+    pthread_t thread;
+    pthread_mutex_t lock;
+    pthread_cond_t wake;
+    bool due;      /* under lock */
+    bool stopping; /* under lock */
+    struct checkpointer *next;
+};
+
+static pthread_mutex_t checkpointers_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct checkpointer *checkpointers;
+
+static void *run_checkpointer(void *arg)
+{
+    struct checkpointer *c = arg;
+
+    pthread_mutex_lock(&c->lock);
+    for (;;) {
+        int rc;
+
+        while (!c->due && !c->stopping)
+            pthread_cond_wait(&c->wake, &c->lock);
+        if (c->stopping)
+            break;
+        c->due = false;
+        pthread_mutex_unlock(&c->lock);
+
+        rc = sqlite3_wal_checkpoint_v2(c->db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+        if (rc != SQLITE_OK && rc != SQLITE_BUSY && rc != SQLITE_LOCKED)
+            log_warn("store", "WAL checkpoint failed, the next full WAL retries it error=\"%s\"",
+                     sqlite3_errmsg(c->db));
+        pthread_mutex_lock(&c->lock);
+    }
+    pthread_mutex_unlock(&c->lock);
+    return NULL;
+}
+
+static void checkpointer_free(struct checkpointer *c)
+{
+    sqlite3_close(c->db);
+    pthread_mutex_destroy(&c->lock);
+    pthread_cond_destroy(&c->wake);
+    free(c->path);
+    free(c);
+}
+
+/* Returns the checkpointer of path, started if new, or NULL when it cannot start. */
+static struct checkpointer *checkpointer_attach(const char *path)
+{
+    struct checkpointer *c;
+
+    pthread_mutex_lock(&checkpointers_lock);
+    for (c = checkpointers; c != NULL && strcmp(c->path, path) != 0; c = c->next)
+        ;
+    if (c == NULL) {
+        c = xcalloc(1, sizeof(*c));
+        c->path = xstrdup(path);
+        pthread_mutex_init(&c->lock, NULL);
+        pthread_cond_init(&c->wake, NULL);
+        /* A connection opens the WAL at its first read, and until then a checkpoint does nothing.
+         */
+        if (sqlite3_open_v2(path, &c->db, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK ||
+            sqlite3_exec(c->db, "SELECT count(*) FROM sqlite_schema", NULL, NULL, NULL) !=
+                SQLITE_OK ||
+            pthread_create(&c->thread, NULL, run_checkpointer, c) != 0) {
+            checkpointer_free(c);
+            pthread_mutex_unlock(&checkpointers_lock);
+            return NULL;
+        }
+        sqlite3_busy_timeout(c->db, BUSY_TIMEOUT_MS);
+        pthread_setname_np(c->thread, "bh-checkpoint");
+        c->next = checkpointers;
+        checkpointers = c;
+    }
+    c->users++;
+    pthread_mutex_unlock(&checkpointers_lock);
+    return c;
+}
+
+static void checkpointer_detach(struct checkpointer *c)
+{
+    struct checkpointer **link;
+
+    pthread_mutex_lock(&checkpointers_lock);
+    if (--c->users > 0) {
+        pthread_mutex_unlock(&checkpointers_lock);
+        return;
+    }
+    for (link = &checkpointers; *link != c; link = &(*link)->next)
+        ;
+    *link = c->next;
+    pthread_mutex_unlock(&checkpointers_lock);
+
+    pthread_mutex_lock(&c->lock);
+    c->stopping = true;
+    pthread_cond_signal(&c->wake);
+    pthread_mutex_unlock(&c->lock);
+    pthread_join(c->thread, NULL);
+    checkpointer_free(c);
+}
+
+/* SQLite calls this after each commit with the pages in the WAL. */
+static int on_wal_commit(void *arg, sqlite3 *db, const char *schema, int pages)
+{
+    struct checkpointer *c = arg;
+
+    (void)db;
+    (void)schema;
+    if (pages < CHECKPOINT_PAGES)
+        return SQLITE_OK;
+    pthread_mutex_lock(&c->lock);
+    c->due = true;
+    pthread_cond_signal(&c->wake);
+    pthread_mutex_unlock(&c->lock);
+    return SQLITE_OK;
+}
+
 struct sqlite_store {
     struct store base; /* first, so a struct store pointer converts to this struct */
     sqlite3 *db;
     sqlite3_stmt *statements[STMT_COUNT];
-    bool holds_writer_lock; /* this connection's transaction holds writer_lock */
+    bool holds_writer_lock;            /* this connection's transaction holds writer_lock */
+    struct checkpointer *checkpointer; /* NULL for an in-memory database */
+
+    /* For sqlite_sync, which may run on another thread than the rest. */
+    pthread_mutex_t sync_lock;
+    char *wal_path;  /* NULL for an in-memory database */
+    char *dir_path;  /* the folder of the database and its WAL */
+    int wal_fd;      /* opened at the first sync, -1 before */
+    bool dir_synced; /* the folder was synced once the WAL was open, so its entry is durable */
 };
 
 /*
@@ -869,7 +1008,7 @@ static int configure(sqlite3 *db, bool in_memory, struct bh_error *err)
     sqlite3_busy_timeout(db, BUSY_TIMEOUT_MS);
     status = exec_sql(db,
                       "PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL; "
-                      "PRAGMA temp_store = MEMORY",
+                      "PRAGMA temp_store = MEMORY;",
                       "configure the connection", err);
     if (status < 0 || in_memory)
         return status;
@@ -956,7 +1095,38 @@ static void sqlite_close(struct store *store)
     if (s->holds_writer_lock)
         pthread_mutex_unlock(&writer_lock);
     sqlite3_close(s->db);
+    if (s->checkpointer)
+        checkpointer_detach(s->checkpointer);
+    if (s->wal_fd >= 0)
+        close(s->wal_fd);
+    pthread_mutex_destroy(&s->sync_lock);
+    free(s->wal_path);
+    free(s->dir_path);
     free(s);
+}
+
+/*
+ * Hands the connection's checkpoints to the file's checkpointer and notes the WAL's path for
+ * sqlite_sync. The WAL is the database file's full path followed by "-wal". Without a
+ * checkpointer, SQLite's automatic checkpoint stays.
+ */
+static void watch_wal(struct sqlite_store *s)
+{
+    const char *file = sqlite3_db_filename(s->db, "main");
+    const char *slash;
+
+    if (file == NULL || file[0] == '\0')
+        return;
+    s->checkpointer = checkpointer_attach(file);
+    if (s->checkpointer)
+        sqlite3_wal_hook(s->db, on_wal_commit, s->checkpointer);
+    else
+        log_warn("store", "could not start the checkpoint thread; commits checkpoint the WAL "
+                          "themselves");
+    s->wal_path = xmalloc(strlen(file) + sizeof("-wal"));
+    sprintf(s->wal_path, "%s-wal", file);
+    slash = strrchr(file, '/');
+    s->dir_path = slash == NULL ? xstrdup(".") : xstrndup(file, (size_t)(slash - file) + 1);
 }
 
 int sqlite_store_schema_version(void)
@@ -984,6 +1154,8 @@ struct store *sqlite_store_open(const char *path, struct bh_error *err)
 
     s = xcalloc(1, sizeof(*s));
     s->base.ops = &sqlite_ops;
+    s->wal_fd = -1;
+    pthread_mutex_init(&s->sync_lock, NULL);
     if (sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) !=
         SQLITE_OK) {
         bh_error_set(err, BH_ERR_STORE, "", "could not open the database %s: %s", path,
@@ -997,6 +1169,8 @@ struct store *sqlite_store_open(const char *path, struct bh_error *err)
         status = prepare_statements(s, err);
     if (status < 0)
         goto fail;
+    if (!in_memory)
+        watch_wal(s);
     return &s->base;
 
 fail:
@@ -2407,6 +2581,53 @@ static int sqlite_set_sync_commits(struct store *store, bool sync, struct bh_err
                     "set how commits sync", err);
 }
 
+/* Syncs the folder that holds path, so a file created in it stays after a power loss. */
+static int sync_folder(const char *path, struct bh_error *err)
+{
+    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int status = 0;
+
+    if (fd < 0)
+        return bh_error_set(err, BH_ERR_IO, "", "could not open the folder %s to sync it: %s", path,
+                            strerror(errno));
+    if (fsync(fd) != 0)
+        status = bh_error_set(err, BH_ERR_IO, "", "could not sync the folder %s: %s", path,
+                              strerror(errno));
+    close(fd);
+    return status;
+}
+
+/*
+ * Every commit stays in the WAL until a checkpoint, which syncs the WAL before copying it. So
+ * syncing the WAL makes durable what commits without sync wrote, as a synced commit would
+ * have; SQLite's own first sync of a new WAL also syncs its folder, and so does this. It uses a
+ * descriptor of its own, so another thread may run it while the connection goes on.
+ */
+static int sqlite_sync(struct store *store, struct bh_error *err)
+{
+    struct sqlite_store *s = from_store(store);
+    int status = 0;
+
+    if (s->wal_path == NULL)
+        return 0;
+    pthread_mutex_lock(&s->sync_lock);
+    if (s->wal_fd < 0) {
+        s->wal_fd = open(s->wal_path, O_RDONLY | O_CLOEXEC);
+        if (s->wal_fd < 0)
+            status = bh_error_set(err, BH_ERR_IO, "", "could not open %s to sync it: %s",
+                                  s->wal_path, strerror(errno));
+    }
+    if (status == 0 && fdatasync(s->wal_fd) != 0)
+        status =
+            bh_error_set(err, BH_ERR_IO, "", "could not sync %s: %s", s->wal_path, strerror(errno));
+    if (status == 0 && !s->dir_synced) {
+        status = sync_folder(s->dir_path, err);
+        s->dir_synced = status == 0;
+    }
+    pthread_mutex_unlock(&s->sync_lock);
+    return status;
+}
+
 static int sqlite_release_all_leases(struct store *store, struct bh_error *err)
 {
     return run(from_store(store), STMT_RELEASE_LEASES, err);
@@ -2782,6 +3003,7 @@ static const struct store_ops sqlite_ops = {
     .delivery_finish = sqlite_delivery_finish,
     .delivery_finish_batch = sqlite_delivery_finish_batch,
     .set_sync_commits = sqlite_set_sync_commits,
+    .sync = sqlite_sync,
     .release_all_leases = sqlite_release_all_leases,
     .mapping_get = sqlite_mapping_get,
     .mapping_delete = sqlite_mapping_delete,

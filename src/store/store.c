@@ -251,6 +251,13 @@ int store_set_sync_commits(struct store *store, bool sync, struct bh_error *err)
     return store->ops->set_sync_commits(store, sync, err);
 }
 
+int store_sync(struct store *store, struct bh_error *err)
+{
+    metrics_add(METRIC_STORE_CALLS, 1);
+    metrics_add(METRIC_STORE_SYNCS, 1);
+    return store->ops->sync(store, err);
+}
+
 int store_release_all_leases(struct store *store, struct bh_error *err)
 {
     metrics_add(METRIC_STORE_CALLS, 1);

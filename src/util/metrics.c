@@ -19,6 +19,8 @@ static const struct {
                                   "Deliveries whose every attempt failed."},
     [METRIC_DELIVERIES_PURGED] = {"bearhook_deliveries_purged_total",
                                   "Finished deliveries deleted by the retention purge."},
+    [METRIC_STORE_SYNCS] = {"bearhook_store_syncs_total",
+                            "Disk syncs that confirm group-committed events."},
 };
 
 void metrics_add(enum metric metric, uint64_t amount)

@@ -19,6 +19,7 @@ enum metric {
     METRIC_DELIVERIES_SUCCEEDED, /* deliveries that ended in a 2xx */
     METRIC_DELIVERIES_FAILED,    /* deliveries that failed for good */
     METRIC_DELIVERIES_PURGED,    /* finished deliveries deleted by the retention purge */
+    METRIC_STORE_SYNCS,          /* store_sync calls: disk syncs that confirm group commits */
     METRIC_COUNT
 };
 

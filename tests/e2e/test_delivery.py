@@ -2,15 +2,17 @@
 import base64
 import hashlib
 import hmac
+import http.client
 import json
 import os
+import signal
 import socket
 import subprocess
 import time
 
 import pytest
 
-from conftest import ROOT, wait_for
+from conftest import BEARHOOK_BIN, ROOT, wait_for
 
 FULL_LEAD = {
     "id": "65abc123def4567890ghij01",
@@ -371,3 +373,67 @@ def test_deleted_integration_gets_nothing_more(server, make_recorder):
     attempts_at_delete = slow.count()
     time.sleep(1.0)
     assert slow.count() == attempts_at_delete
+
+
+def metric(server, name):
+    """Reads one counter from GET /metrics."""
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    connection.request("GET", "/metrics")
+    text = connection.getresponse().read().decode()
+    connection.close()
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return int(line.split()[1])
+    raise AssertionError(f"no {name} in /metrics:\n{text}")
+
+
+def test_events_are_synced_before_their_answer(server, make_recorder):
+    """Event commits skip the disk sync and a group sync confirms them, in a process that
+    delivers too (ingest shares the dispatcher's transactions)."""
+    recorder = make_recorder()
+    integration = create_integration(server, recorder.url)
+    setup_campaign(server)
+    connect(server, CAMPAIGN["id"], integration["id"])
+    assert metric(server, "bearhook_store_syncs_total") == 0
+
+    for index in range(5):
+        post_event(server, lead={"id": f"lead-{index}", "firstName": "Jane"})
+    syncs = metric(server, "bearhook_store_syncs_total")
+    assert 1 <= syncs <= 5
+    recorder.wait_count(5)
+    # Attempt results are not synced: only events wait for the disk.
+    time.sleep(0.3)
+    assert metric(server, "bearhook_store_syncs_total") == syncs
+
+
+def test_api_and_worker_processes_split_the_work(start_server, make_recorder, tmp_path):
+    """serve --role api accepts events on a committer thread of its own, and a separate
+    serve --role worker on the same database delivers them."""
+    recorder = make_recorder()
+    server = start_server(["--role", "api", "--allow-http", "--allow-networks", "127.0.0.0/8"])
+    integration = create_integration(server, recorder.url)
+    setup_campaign(server)
+    connect(server, CAMPAIGN["id"], integration["id"])
+    accepted = [post_event(server, lead={"id": f"lead-{index}", "firstName": "Jane"})
+                for index in range(5)]
+    assert 1 <= metric(server, "bearhook_store_syncs_total") <= 5
+    time.sleep(0.3)
+    assert recorder.count() == 0, "an api-only process delivered"
+
+    log_path = tmp_path / "worker.stderr"
+    with open(log_path, "wb") as log:
+        worker = subprocess.Popen(
+            [BEARHOOK_BIN, "serve", "--role", "worker", "--db", server.db, "--allow-http",
+             "--allow-networks", "127.0.0.0/8", "--retry-base-ms", "50"],
+            stdout=subprocess.DEVNULL, stderr=log, stdin=subprocess.DEVNULL)
+    try:
+        recorder.wait_count(5)
+        for event in accepted:
+            delivery_id = event["deliveries"][0]["id"]
+            assert server.wait_delivery(delivery_id)["status"] == "succeeded"
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        returncode = worker.wait(timeout=20)
+    assert returncode == 0, log_path.read_text(errors="replace")
+    received = sorted(json.loads(r["body"])["data"]["lead"]["id"] for r in recorder.requests)
+    assert received == [f"lead-{index}" for index in range(5)]

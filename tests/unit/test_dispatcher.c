@@ -350,17 +350,18 @@ static void insert_integration(struct fixture *f, const char *url, const char *s
     integration_release(&integration);
 }
 
-/* Inserts an event and its delivery of body to the integration, due now. */
-static void insert_delivery(struct fixture *f, const char *integration_id, const char *body,
-                            char id[DELIVERY_ID_LEN + 1])
+/* Writes an event and its delivery of body to the integration, due now, in store's transaction. */
+static int write_delivery(struct store *store, const struct user *user, const char *integration_id,
+                          const char *body, char id[DELIVERY_ID_LEN + 1])
 {
     struct event_record event = {0};
     struct delivery delivery = {0};
     struct bh_error err;
     int64_t now_ms = clock_now_ms();
+    int result;
 
     event_id_generate(event.id);
-    memcpy(event.user_id, f->user.id, sizeof(event.user_id));
+    memcpy(event.user_id, user->id, sizeof(event.user_id));
     event.type = EVENT_MESSAGE_REPLIED;
     event.lead_id = "lead-1";
     event.campaign_id = "campaign-1";
@@ -370,7 +371,7 @@ static void insert_delivery(struct fixture *f, const char *integration_id, const
     delivery_id_generate(delivery.id);
     memcpy(delivery.event_id, event.id, sizeof(delivery.event_id));
     memcpy(delivery.integration_id, integration_id, sizeof(delivery.integration_id));
-    memcpy(delivery.user_id, f->user.id, sizeof(delivery.user_id));
+    memcpy(delivery.user_id, user->id, sizeof(delivery.user_id));
     delivery.event_type = EVENT_MESSAGE_REPLIED;
     delivery.body = (char *)body;
     delivery.body_len = strlen(body);
@@ -379,11 +380,22 @@ static void insert_delivery(struct fixture *f, const char *integration_id, const
     delivery.created_ms = now_ms;
     delivery.updated_ms = now_ms;
 
-    assert_int_equal(store_begin(f->store, &err), 0);
-    assert_int_equal(store_event_insert(f->store, &event, &err), 0);
-    assert_int_equal(store_delivery_insert(f->store, &delivery, &err), 0);
-    assert_int_equal(store_commit(f->store, &err), 0);
+    result = store_event_insert(store, &event, &err);
+    if (result == 0)
+        result = store_delivery_insert(store, &delivery, &err);
     memcpy(id, delivery.id, DELIVERY_ID_LEN + 1);
+    return result;
+}
+
+/* Inserts an event and its delivery of body to the integration, due now. */
+static void insert_delivery(struct fixture *f, const char *integration_id, const char *body,
+                            char id[DELIVERY_ID_LEN + 1])
+{
+    struct bh_error err;
+
+    assert_int_equal(store_begin(f->store, &err), 0);
+    assert_int_equal(write_delivery(f->store, &f->user, integration_id, body, id), 0);
+    assert_int_equal(store_commit(f->store, &err), 0);
 }
 
 /* Waits until the counter reaches at least value; false when WAIT_MS passes first. */
@@ -1151,6 +1163,113 @@ static void dispatcher_rotation_reaches_queued(void **state)
                         expected);
 }
 
+/* A rider that writes one delivery per piece of work, and fails the first run after writing. */
+struct test_rider {
+    pthread_mutex_t lock;
+    struct fixture *fixture;
+    struct dispatcher *dispatcher;
+    char integration_id[ID_LEN + 1];
+    int pending; /* pieces of work that take hands out */
+    int runs;
+    char written[2][DELIVERY_ID_LEN + 1]; /* the delivery each run wrote */
+    int finished;
+    bool committed[2];
+};
+
+static void *test_rider_take(void *arg)
+{
+    struct test_rider *rider = arg;
+    void *work = NULL;
+
+    pthread_mutex_lock(&rider->lock);
+    if (rider->pending > 0) {
+        rider->pending--;
+        work = rider;
+    }
+    pthread_mutex_unlock(&rider->lock);
+    return work;
+}
+
+static int test_rider_run(void *arg, void *work, struct store *store)
+{
+    struct test_rider *rider = arg;
+    int run = rider->runs++;
+
+    assert_ptr_equal(work, rider);
+    assert_int_equal(write_delivery(store, &rider->fixture->user, rider->integration_id,
+                                    "{\"event\":\"message_replied\"}", rider->written[run]),
+                     0);
+    return run == 0 ? BH_ERR_STORE : 0;
+}
+
+static void test_rider_finish(void *arg, void *work, struct store *store, bool committed)
+{
+    struct test_rider *rider = arg;
+
+    pthread_mutex_lock(&rider->lock);
+    rider->committed[rider->finished++] = committed;
+    pthread_mutex_unlock(&rider->lock);
+    if (committed)
+        dispatcher_notify(rider->dispatcher);
+}
+
+static int test_rider_finished(struct test_rider *rider)
+{
+    int finished;
+
+    pthread_mutex_lock(&rider->lock);
+    finished = rider->finished;
+    pthread_mutex_unlock(&rider->lock);
+    return finished;
+}
+
+/*
+ * A rider's writes share the store thread's transaction: a failed run undoes what it wrote,
+ * and a committed one is delivered.
+ */
+static void dispatcher_rider_shares_transaction(void **state)
+{
+    struct fixture *f = *state;
+    static const int statuses[] = {200};
+    struct test_rider rider = {.fixture = f};
+    struct dispatcher_rider hooks = {
+        .arg = &rider,
+        .take = test_rider_take,
+        .run = test_rider_run,
+        .finish = test_rider_finish,
+    };
+    struct delivery delivery;
+    struct bh_error err;
+    int64_t deadline;
+
+    pthread_mutex_init(&rider.lock, NULL);
+    receiver_script(f, statuses, 1);
+    insert_integration(f, f->url, SECRET, NULL, 0, 3, 2000, rider.integration_id);
+    start_dispatcher(f, 4);
+    rider.dispatcher = f->dispatcher;
+    dispatcher_attach_rider(f->dispatcher, &hooks);
+
+    pthread_mutex_lock(&rider.lock);
+    rider.pending = 2;
+    pthread_mutex_unlock(&rider.lock);
+    dispatcher_wake_for_rider(f->dispatcher);
+    deadline = clock_monotonic_ms() + WAIT_MS;
+    while (test_rider_finished(&rider) < 2 && clock_monotonic_ms() < deadline)
+        sleep_ms(POLL_MS);
+    dispatcher_detach_rider(f->dispatcher);
+
+    assert_int_equal(test_rider_finished(&rider), 2);
+    assert_false(rider.committed[0]);
+    assert_true(rider.committed[1]);
+    assert_int_equal(store_delivery_get(f->store, f->user.id, rider.written[0], &delivery, &err),
+                     BH_ERR_NOT_FOUND);
+    assert_true(wait_settled(f, rider.written[1], &delivery));
+    assert_int_equal(delivery.state, DELIVERY_SUCCEEDED);
+    assert_int_equal(receiver_count(&f->receiver), 1);
+    delivery_release(&delivery);
+    pthread_mutex_destroy(&rider.lock);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1170,6 +1289,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(dispatcher_stop_in_flight, setup, teardown),
         cmocka_unit_test_setup_teardown(dispatcher_endpoint_cap, setup, teardown),
         cmocka_unit_test_setup_teardown(dispatcher_rotation_reaches_queued, setup, teardown),
+        cmocka_unit_test_setup_teardown(dispatcher_rider_shares_transaction, setup, teardown),
     };
 
     log_set_level(LOG_ERROR);

@@ -18,6 +18,7 @@
 
 #include <openssl/evp.h>
 
+#include "core/clock.h"
 #include "core/ids.h"
 
 #define ID_COUNT 1000
@@ -79,20 +80,39 @@ static void ids_generate_distinct(void **state)
 static void ids_generate_time_prefix(void **state)
 {
     char id[ID_LEN + 1];
-    char seconds_hex[9];
-    unsigned long seconds;
-    time_t before = time(NULL);
-    time_t after;
+    char ms_hex[13];
+    unsigned long long ms;
+    int64_t before = clock_now_ms();
+    int64_t after;
 
     id_generate(id);
-    after = time(NULL);
+    after = clock_now_ms();
 
-    /* The first 8 hex digits are the Unix seconds of creation. */
-    memcpy(seconds_hex, id, 8);
-    seconds_hex[8] = '\0';
-    seconds = strtoul(seconds_hex, NULL, 16);
-    assert_true(seconds >= (unsigned long)(uint32_t)before);
-    assert_true(seconds <= (unsigned long)(uint32_t)after);
+    /* The first 12 hex digits are the Unix milliseconds of creation. */
+    memcpy(ms_hex, id, 12);
+    ms_hex[12] = '\0';
+    ms = strtoull(ms_hex, NULL, 16);
+    assert_true(ms >= (unsigned long long)before);
+    assert_true(ms <= (unsigned long long)after);
+}
+
+/* Ids made one after the other sort in that order, also within one millisecond. */
+static void ids_sort_in_creation_order(void **state)
+{
+    char previous[ID_LEN + 1];
+    char id[ID_LEN + 1];
+    int same_ms = 0;
+
+    id_generate(previous);
+    for (int i = 0; i < 100000; i++) {
+        id_generate(id);
+        assert_true(strcmp(previous, id) < 0);
+        if (memcmp(previous, id, 12) == 0)
+            same_ms++;
+        memcpy(previous, id, sizeof(id));
+    }
+    /* 100,000 ids take far less than 100,000 milliseconds, so many shared one. */
+    assert_true(same_ms > 0);
 }
 
 static void ids_event_and_delivery(void **state)
@@ -264,11 +284,12 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(ids_generate_format),      cmocka_unit_test(ids_generate_distinct),
-        cmocka_unit_test(ids_generate_time_prefix), cmocka_unit_test(ids_event_and_delivery),
-        cmocka_unit_test(ids_external_accepted),    cmocka_unit_test(ids_external_rejected),
-        cmocka_unit_test(ids_secret_format),        cmocka_unit_test(ids_secret_distinct),
-        cmocka_unit_test(ids_api_key_format),       cmocka_unit_test(ids_api_key_distinct),
-        cmocka_unit_test(ids_api_key_hash),         cmocka_unit_test(ids_api_key_hash_differs),
+        cmocka_unit_test(ids_generate_time_prefix), cmocka_unit_test(ids_sort_in_creation_order),
+        cmocka_unit_test(ids_event_and_delivery),   cmocka_unit_test(ids_external_accepted),
+        cmocka_unit_test(ids_external_rejected),    cmocka_unit_test(ids_secret_format),
+        cmocka_unit_test(ids_secret_distinct),      cmocka_unit_test(ids_api_key_format),
+        cmocka_unit_test(ids_api_key_distinct),     cmocka_unit_test(ids_api_key_hash),
+        cmocka_unit_test(ids_api_key_hash_differs),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

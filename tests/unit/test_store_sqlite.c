@@ -276,6 +276,73 @@ static void store_open_uses_wal(void **state)
     sqlite3_close(db);
 }
 
+/* Commits made without sync are confirmed by store_sync, on a file and in memory. */
+static void store_sync_confirms_commits(void **state)
+{
+    struct fixture *fx = *state;
+    struct integration created;
+    struct store *memory;
+    struct bh_error err;
+    char wal[160];
+    struct stat st;
+
+    assert_int_equal(store_set_sync_commits(fx->store, false, &err), 0);
+    create_integration(fx, fx->user.id, ALL_EVENTS, &created);
+    assert_int_equal(store_sync(fx->store, &err), 0);
+    assert_int_equal(store_sync(fx->store, &err), 0);
+    snprintf(wal, sizeof(wal), "%s-wal", fx->path);
+    assert_int_equal(stat(wal, &st), 0);
+    integration_release(&created);
+
+    memory = store_open(":memory:", &err);
+    assert_non_null(memory);
+    assert_int_equal(store_sync(memory, &err), 0);
+    store_close(memory);
+}
+
+static off_t file_size(const char *path)
+{
+    struct stat st;
+
+    return stat(path, &st) == 0 ? st.st_size : -1;
+}
+
+/*
+ * Checkpoints run on a thread of their own: once commits take the WAL past its limit, its
+ * pages reach the database file while the connection stays open and writes nothing more.
+ */
+static void checkpoint_copies_wal_while_open(void **state)
+{
+    struct fixture *fx = *state;
+    struct integration integration;
+    struct event_record event;
+    struct bh_error err;
+    char *body = xmalloc(3000);
+    off_t before = file_size(fx->path);
+
+    memset(body, 'x', 3000);
+    create_integration(fx, fx->user.id, ALL_EVENTS, &integration);
+    create_event(fx, fx->user.id, "campaign-1", &event);
+    /* About 6 MB in 10 commits, past the 1000 pages (4 MB) that ask for a checkpoint. */
+    for (int round = 0; round < 10; round++) {
+        assert_int_equal(store_begin(fx->store, &err), 0);
+        for (int i = 0; i < 200; i++) {
+            struct delivery d;
+
+            fill_delivery(&event, &integration, T0, &d);
+            d.body = body;
+            d.body_len = 3000;
+            assert_int_equal(store_delivery_insert(fx->store, &d, &err), 0);
+        }
+        assert_int_equal(store_commit(fx->store, &err), 0);
+    }
+    for (int wait = 0; wait < 200 && file_size(fx->path) < before + 3 * 1024 * 1024; wait++)
+        usleep(50 * 1000);
+    assert_true(file_size(fx->path) >= before + 3 * 1024 * 1024);
+    free(body);
+    integration_release(&integration);
+}
+
 static void store_reopen_keeps_data(void **state)
 {
     struct fixture *fx = *state;
@@ -2588,6 +2655,8 @@ int main(void)
         STORE_TEST(store_open_creates_schema),
         STORE_TEST(store_open_uses_wal),
         STORE_TEST(store_reopen_keeps_data),
+        STORE_TEST(store_sync_confirms_commits),
+        STORE_TEST(checkpoint_copies_wal_while_open),
         STORE_TEST(store_newer_schema_rejected),
         STORE_TEST(store_postgres_not_built),
         STORE_TEST(user_create_and_find),
