@@ -66,6 +66,7 @@
 #define IDLE_CAP_MS 1200
 #define BATCH_MAX 256          /* results written in one transaction at most */
 #define FLUSH_MS 5             /* maximum wait of a result before its hand-over */
+#define RIDER_WAIT_US 1000     /* how long the rider's work waits for the next claim */
 #define ERROR_TEXT_MAX 300     /* bytes of an attempt's error text, with its NUL */
 #define LOCATION_SHOWN_MAX 200 /* bytes of a redirect target quoted in an error */
 #define RETRY_AFTER_SECONDS_MAX (366 * 24 * 3600)
@@ -1212,9 +1213,33 @@ static void do_work_with_rider(struct dispatcher *dispatcher, const struct dispa
     rider->finish(rider->arg, rider_work, store, committed);
 }
 
+/*
+ * Waits, under work_lock, up to RIDER_WAIT_US for the transfer thread to take the reply just
+ * given and submit its next work, so that the rider's next transaction carries the dispatcher's
+ * work too. Without the wait, a busy rider could fill every transaction alone while the
+ * transfer thread is still starting the attempts it just claimed, and delivery would fall
+ * behind ingest.
+ */
+static void wait_for_next_work(struct dispatcher *dispatcher)
+{
+    struct timespec deadline;
+
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_nsec += RIDER_WAIT_US * 1000L;
+    if (deadline.tv_nsec >= 1000000000L) {
+        deadline.tv_sec++;
+        deadline.tv_nsec -= 1000000000L;
+    }
+    while (dispatcher->work_state != WORK_SUBMITTED && !dispatcher->store_exit &&
+           pthread_cond_timedwait(&dispatcher->work_changed, &dispatcher->work_lock, &deadline) !=
+               ETIMEDOUT)
+        ;
+}
+
 static void *store_main(void *arg)
 {
     struct dispatcher *dispatcher = arg;
+    bool carried_work = false; /* the last transaction had both the rider's work and ours */
 
     pthread_mutex_lock(&dispatcher->work_lock);
     for (;;) {
@@ -1226,6 +1251,8 @@ static void *store_main(void *arg)
         while (dispatcher->work_state != WORK_SUBMITTED && !dispatcher->rider_waiting &&
                !dispatcher->store_exit)
             pthread_cond_wait(&dispatcher->work_changed, &dispatcher->work_lock);
+        if (carried_work && dispatcher->work_state != WORK_SUBMITTED)
+            wait_for_next_work(dispatcher);
         has_work = dispatcher->work_state == WORK_SUBMITTED;
         ask_rider = dispatcher->rider_waiting && dispatcher->rider.take != NULL;
         dispatcher->rider_waiting = false;
@@ -1243,6 +1270,7 @@ static void *store_main(void *arg)
             do_work(dispatcher, &dispatcher->work);
 
         pthread_mutex_lock(&dispatcher->work_lock);
+        carried_work = rider_work != NULL && has_work;
         /* The rider is asked again until take returns NULL, its queue being empty. */
         if (rider_work != NULL)
             dispatcher->rider_waiting = true;
