@@ -101,10 +101,41 @@ static const char *record_id(const json_t *record)
     return record ? json_string_value(json_object_get(record, "id")) : NULL;
 }
 
-/* Builds and inserts one delivery per routed integration, and lists them in `created`. */
+/*
+ * Inserts one delivery per routed integration and lists them in `created`. Their bodies
+ * share the event's payload prefix, which the event row stores once.
+ */
 static int insert_deliveries(struct store *store, const struct event_record *event,
-                             const struct event_records *records, json_t *created,
+                             char (*routes)[ID_LEN + 1], size_t route_count, json_t *created,
                              struct bh_error *err)
+{
+    int result = BH_OK;
+
+    for (size_t i = 0; i < route_count && result == BH_OK; i++) {
+        struct delivery delivery = {0};
+
+        delivery_id_generate(delivery.id);
+        memcpy(delivery.event_id, event->id, sizeof(delivery.event_id));
+        memcpy(delivery.integration_id, routes[i], sizeof(delivery.integration_id));
+        memcpy(delivery.user_id, event->user_id, sizeof(delivery.user_id));
+        delivery.event_type = event->type;
+        delivery.shared_body = true;
+        delivery.state = DELIVERY_PENDING;
+        delivery.next_attempt_ms = event->created_ms;
+        delivery.created_ms = event->created_ms;
+        delivery.updated_ms = event->created_ms;
+
+        result = store_delivery_insert(store, &delivery, err);
+        if (result == BH_OK)
+            json_array_append_new(created, json_pack("{s:s, s:s}", "id", delivery.id,
+                                                     "integrationId", delivery.integration_id));
+    }
+    return result;
+}
+
+/* Builds the payload that the event's deliveries share, up to the integration id. */
+static char *build_payload_prefix(const struct event_record *event,
+                                  const struct event_records *records, size_t *len)
 {
     struct payload_input payload = {
         .event = event_type_info((enum event_type)event->type)->name,
@@ -118,51 +149,16 @@ static int insert_deliveries(struct store *store, const struct event_record *eve
         .event_id = event->id,
         .user_id = event->user_id,
     };
-    char(*routes)[ID_LEN + 1] = NULL;
-    size_t route_count = 0;
-    char *prefix = NULL;
-    size_t prefix_len = 0;
-    int result;
 
-    if (!event->campaign_id)
-        return BH_OK;
-    result = store_routes(store, event->user_id, event->campaign_id, event->type, &routes,
-                          &route_count, err);
-    if (result == BH_OK && route_count > 0) {
-        /* The bodies differ only in their last value, the integration id. */
-        prefix = payload_prefix_build(&payload, &prefix_len);
-        if (!prefix)
-            result = bh_error_set(err, BH_ERR_INTERNAL, "", "could not build the payload");
-    }
-
-    for (size_t i = 0; i < route_count && result == BH_OK; i++) {
-        struct delivery delivery = {0};
-
-        delivery_id_generate(delivery.id);
-        memcpy(delivery.event_id, event->id, sizeof(delivery.event_id));
-        memcpy(delivery.integration_id, routes[i], sizeof(delivery.integration_id));
-        memcpy(delivery.user_id, event->user_id, sizeof(delivery.user_id));
-        delivery.event_type = event->type;
-        delivery.body = payload_finish(prefix, prefix_len, routes[i], &delivery.body_len);
-        delivery.state = DELIVERY_PENDING;
-        delivery.next_attempt_ms = event->created_ms;
-        delivery.created_ms = event->created_ms;
-        delivery.updated_ms = event->created_ms;
-
-        result = store_delivery_insert(store, &delivery, err);
-        if (result == BH_OK)
-            json_array_append_new(created, json_pack("{s:s, s:s}", "id", delivery.id,
-                                                     "integrationId", delivery.integration_id));
-        free(delivery.body);
-    }
-    free(prefix);
-    free(routes);
-    return result;
+    return payload_prefix_build(&payload, len);
 }
 
 static int write_event(struct store *store, struct event_records *records,
                        struct event_record *event, json_t *created, struct bh_error *err)
 {
+    char(*routes)[ID_LEN + 1] = NULL;
+    size_t route_count = 0;
+    char *prefix = NULL;
     int result = BH_OK;
 
     for (int kind = 0; kind < RECORD_KIND_COUNT && result == BH_OK; kind++) {
@@ -176,11 +172,23 @@ static int write_event(struct store *store, struct event_records *records,
     event->lead_id = (char *)record_id(records->record[RECORD_LEAD]);
     event->campaign_id = (char *)record_id(records->record[RECORD_CAMPAIGN]);
     event->account_id = (char *)record_id(records->record[RECORD_ACCOUNT]);
+    if (result == BH_OK && event->campaign_id)
+        result = store_routes(store, event->user_id, event->campaign_id, event->type, &routes,
+                              &route_count, err);
+    if (result == BH_OK && route_count > 0) {
+        prefix = build_payload_prefix(event, records, &event->payload_prefix_len);
+        event->payload_prefix = prefix;
+        if (!prefix)
+            result = bh_error_set(err, BH_ERR_INTERNAL, "", "could not build the payload");
+    }
     if (result == BH_OK)
         result = store_event_insert(store, event, err);
     if (result == BH_OK)
-        result = insert_deliveries(store, event, records, created, err);
+        result = insert_deliveries(store, event, routes, route_count, created, err);
     event->lead_id = event->campaign_id = event->account_id = NULL;
+    event->payload_prefix = NULL;
+    free(prefix);
+    free(routes);
     return result;
 }
 

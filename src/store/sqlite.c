@@ -30,6 +30,7 @@
 #include <sqlite3.h>
 
 #include "core/clock.h"
+#include "core/payload.h"
 #include "store/backend.h"
 #include "util/alloc.h"
 #include "util/log.h"
@@ -179,6 +180,14 @@ static const char *const migrations[] = {
 
     /* 6: test deliveries, which are logged but count in no statistics. */
     "ALTER TABLE deliveries ADD COLUMN is_test INTEGER NOT NULL DEFAULT 0;",
+
+    /*
+     * 7: an event's deliveries differ only in the integration id at the end of their bodies.
+     * The body up to there is stored once, in events.payload_prefix, and a delivery with
+     * body_shared = 1 stores an empty body, which saves a kilobyte or more per delivery.
+     */
+    "ALTER TABLE events ADD COLUMN payload_prefix BLOB;"
+    "ALTER TABLE deliveries ADD COLUMN body_shared INTEGER NOT NULL DEFAULT 0;",
 };
 
 #define MIGRATION_COUNT ((int)(sizeof(migrations) / sizeof(migrations[0])))
@@ -191,11 +200,12 @@ static const char *const migrations[] = {
 /* The columns of a claimed delivery that append_job reads, in its order. */
 /* attempts - attempts_base: the attempts since the delivery was created or last sent
  * again, which the retry budget counts. */
-#define JOB_COLUMNS "id, event_id, integration_id, user_id, body, attempts - attempts_base, is_test"
+#define JOB_COLUMNS                                                                                \
+    "id, event_id, integration_id, user_id, body, attempts - attempts_base, is_test, body_shared"
 
 #define DELIVERY_COLUMNS                                                                           \
     "id, event_id, integration_id, user_id, event_type, body, state, attempts, "                   \
-    "next_attempt_ms, last_http_status, last_error, created_ms, updated_ms, is_test"
+    "next_attempt_ms, last_http_status, last_error, created_ms, updated_ms, is_test, body_shared"
 
 enum statement_id {
     STMT_BEGIN,
@@ -222,6 +232,7 @@ enum statement_id {
     STMT_MAPPING_LIST,
     STMT_ROUTES,
     STMT_EVENT_INSERT,
+    STMT_EVENT_PAYLOAD_PREFIX,
     STMT_DELIVERY_INSERT,
     STMT_DELIVERY_GET,
     STMT_ATTEMPT_LIST,
@@ -265,7 +276,7 @@ struct statement_def {
 /* The delivery log's list: ?6 is an event type or -1, ?7 the row limit. */
 #define DELIVERY_LIST_SELECT                                                                       \
     "SELECT id, event_id, integration_id, user_id, event_type, NULL, state, attempts, "            \
-    "next_attempt_ms, last_http_status, last_error, created_ms, updated_ms, is_test "              \
+    "next_attempt_ms, last_http_status, last_error, created_ms, updated_ms, is_test, 0 "           \
     "FROM deliveries WHERE integration_id = ?1 AND user_id = ?2 "                                  \
     "AND created_ms >= ?3 AND created_ms <= ?4 AND (created_ms < ?4 OR id < ?5) "                  \
     "AND (?6 < 0 OR event_type = ?6) "
@@ -400,12 +411,15 @@ static const struct statement_def statement_defs[STMT_COUNT] = {
                      "ORDER BY m.created_ms, m.integration_id",
                      "find the routes of an event"},
     [STMT_EVENT_INSERT] = {"INSERT INTO events (id, user_id, type, lead_id, campaign_id, "
-                           "account_id, occurred_ms, created_ms) "
-                           "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                           "account_id, occurred_ms, created_ms, payload_prefix) "
+                           "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                            "insert an event"},
+    [STMT_EVENT_PAYLOAD_PREFIX] = {"SELECT payload_prefix FROM events WHERE id = ?1",
+                                   "read the payload prefix of an event"},
     /* The SELECT makes a delivery to a missing or another user's integration insert nothing. */
     [STMT_DELIVERY_INSERT] = {"INSERT INTO deliveries (" DELIVERY_COLUMNS ") "
-                              "SELECT ?1, ?2, id, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14 "
+                              "SELECT ?1, ?2, id, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, "
+                              "?15 "
                               "FROM integrations WHERE id = ?3 AND user_id = ?4",
                               "insert a delivery"},
     [STMT_DELIVERY_GET] = {"SELECT " DELIVERY_COLUMNS " FROM deliveries "
@@ -1719,7 +1733,41 @@ static int sqlite_event_insert(struct store *store, const struct event_record *e
     bind_text(&q, event->account_id);
     bind_int(&q, event->occurred_ms);
     bind_int(&q, event->created_ms);
+    bind_blob(&q, event->payload_prefix, event->payload_prefix_len);
     return query_exec(&q, err);
+}
+
+/*
+ * Replaces the empty body of a delivery stored with body_shared by its whole body: the event's
+ * payload prefix finished with the integration id, as at ingest.
+ */
+static int expand_shared_body(struct sqlite_store *s, const char *event_id,
+                              const char *integration_id, char **body, size_t *body_len,
+                              struct bh_error *err)
+{
+    struct query q;
+    const void *prefix;
+    int status;
+
+    query_start(&q, s, STMT_EVENT_PAYLOAD_PREFIX);
+    bind_text(&q, event_id);
+    status = query_step(&q, err);
+    if (status > 0) {
+        prefix = sqlite3_column_blob(q.stmt, 0);
+        free(*body);
+        *body = prefix == NULL ? NULL
+                               : payload_finish(prefix, (size_t)sqlite3_column_bytes(q.stmt, 0),
+                                                integration_id, body_len);
+        status = *body != NULL ? 0 : BH_ERR_STORE;
+    } else if (status == 0) {
+        status = BH_ERR_STORE;
+    }
+    query_end(&q);
+    if (status == BH_ERR_STORE)
+        return bh_error_set(err, BH_ERR_STORE, "",
+                            "the payload of event %s, which its deliveries share, is missing",
+                            event_id);
+    return status;
 }
 
 static int sqlite_delivery_insert(struct store *store, const struct delivery *delivery,
@@ -1736,7 +1784,10 @@ static int sqlite_delivery_insert(struct store *store, const struct delivery *de
     bind_text(&q, d->integration_id);
     bind_text(&q, d->user_id);
     bind_int(&q, d->event_type);
-    bind_blob(&q, d->body ? d->body : "", d->body_len);
+    if (d->shared_body)
+        bind_blob(&q, "", 0);
+    else
+        bind_blob(&q, d->body ? d->body : "", d->body_len);
     bind_text(&q, state_name(d->state));
     bind_int(&q, d->attempts);
     bind_int(&q, d->next_attempt_ms);
@@ -1745,6 +1796,7 @@ static int sqlite_delivery_insert(struct store *store, const struct delivery *de
     bind_int(&q, d->created_ms);
     bind_int(&q, d->updated_ms);
     bind_int(&q, d->test ? 1 : 0);
+    bind_int(&q, d->shared_body ? 1 : 0);
     status = query_exec(&q, err);
     if (status == 0 && sqlite3_changes(s->db) == 0)
         status =
@@ -1771,6 +1823,7 @@ static void read_delivery(struct query *q, struct delivery *out)
     out->created_ms = column_int(q);
     out->updated_ms = column_int(q);
     out->test = column_int(q) != 0;
+    out->shared_body = column_int(q) != 0;
 }
 
 static int sqlite_delivery_get(struct store *store, const char *user_id, const char *id,
@@ -1791,6 +1844,13 @@ static int sqlite_delivery_get(struct store *store, const char *user_id, const c
         status = bh_error_set(err, BH_ERR_NOT_FOUND, "", "delivery %s not found", id);
     }
     query_end(&q);
+    if (status == 0 && out->shared_body) {
+        status = expand_shared_body(from_store(store), out->event_id, out->integration_id,
+                                    &out->body, &out->body_len, err);
+        out->shared_body = false;
+    }
+    if (status < 0)
+        delivery_release(out);
     return status;
 }
 
@@ -1965,14 +2025,16 @@ static size_t claim_room(struct claim *claim, const char *integration_id)
 /*
  * Appends a job read from a row of STMT_CLAIM_READY or STMT_CLAIM_EXPIRED, which start with
  * the rowid and JOB_COLUMNS, and counts it against its integration. Its integration's
- * settings are filled in by fill_jobs.
+ * settings are filled in by fill_jobs. Returns 0, or the error of a shared body that could
+ * not be read, with no job appended.
  */
-static struct delivery_job *append_job(struct claim *claim, struct query *q)
+static int append_job(struct claim *claim, struct query *q, struct bh_error *err)
 {
     struct delivery_job *job;
+    int status = 0;
 
     claim->jobs = grow(claim->jobs, claim->count, &claim->capacity, sizeof(*claim->jobs));
-    job = &claim->jobs[claim->count++];
+    job = &claim->jobs[claim->count];
     memset(job, 0, sizeof(*job));
     job->row_ref = column_int(q);
     column_text_copy(q, job->delivery_id, sizeof(job->delivery_id));
@@ -1982,8 +2044,16 @@ static struct delivery_job *append_job(struct claim *claim, struct query *q)
     job->body = column_blob_dup(q, &job->body_len);
     job->attempts_before = (int)column_int(q);
     job->test = column_int(q) != 0;
+    if (column_int(q) != 0)
+        status = expand_shared_body(claim->s, job->event_id, job->integration_id, &job->body,
+                                    &job->body_len, err);
+    if (status < 0) {
+        delivery_job_release(job);
+        return status;
+    }
+    claim->count++;
     claim_usage(claim, job->integration_id)->claimed++;
-    return job;
+    return 0;
 }
 
 /* Takes the last job back out of the claim. */
@@ -2088,8 +2158,12 @@ static int claim_expired(struct claim *claim, struct bh_error *err)
     query_start(&q, claim->s, STMT_CLAIM_EXPIRED);
     bind_int(&q, claim->request->now_ms);
     while (claim->count < claim->request->limit && (status = query_step(&q, err)) > 0) {
-        struct delivery_job *job = append_job(claim, &q);
+        struct delivery_job *job;
 
+        status = append_job(claim, &q, err);
+        if (status < 0)
+            break;
+        job = &claim->jobs[claim->count - 1];
         /* The job just appended counts already, so going over the cap means no room. */
         if (claim->request->per_integration_limit > 0 &&
             claim_usage(claim, job->integration_id)->claimed >
@@ -2144,7 +2218,9 @@ static int claim_integration(struct claim *claim, const char *integration_id, si
     bind_int(&q, claim->request->now_ms);
     bind_int(&q, room > INT64_MAX ? INT64_MAX : (int64_t)room);
     while (n < room && (status = query_step(&q, err)) > 0) {
-        append_job(claim, &q);
+        status = append_job(claim, &q, err);
+        if (status < 0)
+            break;
         n++;
     }
     query_end(&q);

@@ -57,6 +57,10 @@ struct event_record {
     char *account_id;  /* NULL when there is no LinkedIn account */
     int64_t occurred_ms;
     int64_t created_ms;
+    /* The bodies of the event's deliveries up to the integration id (payload_prefix_build), or
+     * NULL. Stored once, for deliveries inserted with shared_body. */
+    const char *payload_prefix;
+    size_t payload_prefix_len;
 };
 
 enum delivery_state {
@@ -82,6 +86,9 @@ struct delivery {
     int last_http_status; /* 0 when the last attempt got no HTTP response */
     char *last_error;     /* NULL after a success or before any attempt */
     bool test;            /* a test delivery: one attempt, counted in no statistics */
+    /* On insert: body is NULL, and the body is the event's payload_prefix finished with this
+     * integration's id (payload_finish). Reads always return the whole body. */
+    bool shared_body;
 };
 
 struct attempt {

@@ -23,6 +23,7 @@
 #include "core/events.h"
 #include "core/ids.h"
 #include "core/integration.h"
+#include "core/payload.h"
 #include "store/sqlite.h"
 #include "store/store.h"
 #include "util/alloc.h"
@@ -823,6 +824,96 @@ static void delivery_commit_and_rollback(void **state)
 
     assert_int_equal(store_delivery_get(fx->store, fx->other.id, kept.id, &loaded, &err),
                      BH_ERR_NOT_FOUND);
+    integration_release(&integration);
+}
+
+/*
+ * Deliveries inserted with shared_body store the event's payload prefix once, and every read
+ * returns the whole body: the prefix finished with the delivery's integration id.
+ */
+static void delivery_shared_body_round_trip(void **state)
+{
+    struct fixture *fx = *state;
+    static const char prefix[] = "{\"event\":\"message_replied\",\"metadata\":{\"integrationId\":";
+    struct integration first;
+    struct integration second;
+    struct event_record event;
+    struct delivery inserted[2];
+    struct delivery loaded;
+    struct delivery_job *jobs = NULL;
+    struct bh_error err;
+    size_t count = 0;
+
+    create_integration(fx, fx->user.id, ALL_EVENTS, &first);
+    create_integration(fx, fx->user.id, ALL_EVENTS, &second);
+    memset(&event, 0, sizeof(event));
+    event_id_generate(event.id);
+    snprintf(event.user_id, sizeof(event.user_id), "%s", fx->user.id);
+    event.type = EVENT_MESSAGE_REPLIED;
+    event.lead_id = "lead-1";
+    event.campaign_id = "campaign-1";
+    event.occurred_ms = T0;
+    event.created_ms = T0;
+    event.payload_prefix = prefix;
+    event.payload_prefix_len = sizeof(prefix) - 1;
+    assert_int_equal(store_event_insert(fx->store, &event, &err), 0);
+    for (int i = 0; i < 2; i++) {
+        fill_delivery(&event, i == 0 ? &first : &second, T0, &inserted[i]);
+        inserted[i].body = NULL;
+        inserted[i].body_len = 0;
+        inserted[i].shared_body = true;
+        assert_int_equal(store_delivery_insert(fx->store, &inserted[i], &err), 0);
+    }
+
+    for (int i = 0; i < 2; i++) {
+        size_t expected_len = 0;
+        char *expected =
+            payload_finish(prefix, sizeof(prefix) - 1, inserted[i].integration_id, &expected_len);
+
+        assert_int_equal(store_delivery_get(fx->store, fx->user.id, inserted[i].id, &loaded, &err),
+                         0);
+        assert_int_equal(loaded.body_len, expected_len);
+        assert_memory_equal(loaded.body, expected, expected_len);
+        assert_false(loaded.shared_body);
+        delivery_release(&loaded);
+        free(expected);
+    }
+
+    claim(fx, "worker-1", T0, 10, &jobs, &count);
+    assert_int_equal(count, 2);
+    for (size_t i = 0; i < count; i++) {
+        size_t expected_len = 0;
+        char *expected =
+            payload_finish(prefix, sizeof(prefix) - 1, jobs[i].integration_id, &expected_len);
+
+        assert_int_equal(jobs[i].body_len, expected_len);
+        assert_memory_equal(jobs[i].body, expected, expected_len);
+        free(expected);
+    }
+    delivery_job_list_free(jobs, count);
+    integration_release(&first);
+    integration_release(&second);
+}
+
+/* A shared body whose event has no stored prefix is an error, not an empty body. */
+static void delivery_shared_body_missing_prefix(void **state)
+{
+    struct fixture *fx = *state;
+    struct integration integration;
+    struct event_record event;
+    struct delivery inserted;
+    struct delivery loaded;
+    struct bh_error err;
+
+    create_integration(fx, fx->user.id, ALL_EVENTS, &integration);
+    create_event(fx, fx->user.id, "campaign-1", &event);
+    fill_delivery(&event, &integration, T0, &inserted);
+    inserted.shared_body = true;
+    assert_int_equal(store_delivery_insert(fx->store, &inserted, &err), 0);
+
+    assert_int_equal(store_delivery_get(fx->store, fx->user.id, inserted.id, &loaded, &err),
+                     BH_ERR_STORE);
+    assert_non_null(strstr(err.message, event.id));
     integration_release(&integration);
 }
 
@@ -2672,6 +2763,8 @@ int main(void)
         STORE_TEST(mapping_foreign_integration_not_found),
         STORE_TEST(routes_filter_mappings),
         STORE_TEST(delivery_commit_and_rollback),
+        STORE_TEST(delivery_shared_body_round_trip),
+        STORE_TEST(delivery_shared_body_missing_prefix),
         STORE_TEST(delivery_foreign_integration_not_found),
         STORE_TEST(claim_takes_due_only),
         STORE_TEST(claim_respects_leases),
