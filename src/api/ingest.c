@@ -194,8 +194,13 @@ static void *rider_take(void *arg)
 
 static int rider_run(void *arg, void *work, struct store *store)
 {
+    struct ingest_batch *batch = work;
+    int result = accept_jobs(store, batch);
+
     (void)arg;
-    return accept_jobs(store, work);
+    if (result != 0)
+        return result;
+    return batch->deliveries > 0 ? 1 : 0;
 }
 
 static void rider_finish(void *arg, void *work, struct store *store, bool committed)

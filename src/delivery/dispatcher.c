@@ -67,6 +67,7 @@
 #define BATCH_MAX 256          /* results written in one transaction at most */
 #define FLUSH_MS 5             /* maximum wait of a result before its hand-over */
 #define RIDER_WAIT_US 1000     /* how long the rider's work waits for the next claim */
+#define CLAIM_WAIT_US 300      /* how long new deliveries wait for a claim in their transaction */
 #define ERROR_TEXT_MAX 300     /* bytes of an attempt's error text, with its NUL */
 #define LOCATION_SHOWN_MAX 200 /* bytes of a redirect target quoted in an error */
 #define RETRY_AFTER_SECONDS_MAX (366 * 24 * 3600)
@@ -1171,26 +1172,58 @@ static void do_work(struct dispatcher *dispatcher, struct store_work *work)
 }
 
 /*
- * Runs the rider's work and the dispatcher's (when has_work) in one transaction. When the
- * rider's part fails, everything is undone. The rider then redoes its work its own way, and the
- * dispatcher's work runs alone. The rider finishes before the dispatcher's reply is given, so
- * no claimed attempt starts before the rider has confirmed its commit.
+ * Waits, under work_lock, up to wait_us for the transfer thread to submit work, and returns
+ * whether it did.
  */
-static void do_work_with_rider(struct dispatcher *dispatcher, const struct dispatcher_rider *rider,
+static bool await_submission(struct dispatcher *dispatcher, long wait_us)
+{
+    struct timespec deadline;
+
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_nsec += wait_us * 1000L;
+    if (deadline.tv_nsec >= 1000000000L) {
+        deadline.tv_sec++;
+        deadline.tv_nsec -= 1000000000L;
+    }
+    while (dispatcher->work_state != WORK_SUBMITTED && !dispatcher->store_exit &&
+           pthread_cond_timedwait(&dispatcher->work_changed, &dispatcher->work_lock, &deadline) !=
+               ETIMEDOUT)
+        ;
+    return dispatcher->work_state == WORK_SUBMITTED;
+}
+
+/*
+ * Runs the rider's work and the dispatcher's in one transaction. When the rider wrote
+ * deliveries and no claim came with the round, the transfer thread is woken and given
+ * CLAIM_WAIT_US to submit one, so the new deliveries are claimed in the transaction that
+ * creates them and their attempts start once it is confirmed. When the rider's part fails,
+ * everything is undone. The rider then redoes its work its own way, and the dispatcher's work
+ * runs alone. The rider finishes before the dispatcher's reply is given, so no claimed attempt
+ * starts before the rider has confirmed its commit. Returns whether the dispatcher's work ran.
+ */
+static bool do_work_with_rider(struct dispatcher *dispatcher, const struct dispatcher_rider *rider,
                                void *rider_work, bool has_work)
 {
     struct store *store = dispatcher->store;
     struct store_work *work = &dispatcher->work;
     struct bh_error err;
     bool committed = false;
+    int ran = -1;
 
     bh_error_clear(&err);
-    if (has_work)
-        reset_reply(work);
     if (store_begin(store, &err) == 0) {
-        if (rider->run(rider->arg, rider_work, store) == 0) {
-            if (has_work)
+        ran = rider->run(rider->arg, rider_work, store);
+        if (ran > 0 && !has_work) {
+            dispatcher_notify(dispatcher);
+            pthread_mutex_lock(&dispatcher->work_lock);
+            has_work = await_submission(dispatcher, CLAIM_WAIT_US);
+            pthread_mutex_unlock(&dispatcher->work_lock);
+        }
+        if (ran >= 0) {
+            if (has_work) {
+                reset_reply(work);
                 do_work_inside(dispatcher, work, store);
+            }
             committed = store_commit(store, &err) == 0;
             if (!committed)
                 log_error(MODULE,
@@ -1211,29 +1244,7 @@ static void do_work_with_rider(struct dispatcher *dispatcher, const struct dispa
         refresh_next_due(dispatcher, work, store);
     }
     rider->finish(rider->arg, rider_work, store, committed);
-}
-
-/*
- * Waits, under work_lock, up to RIDER_WAIT_US for the transfer thread to take the reply just
- * given and submit its next work, so that the rider's next transaction carries the dispatcher's
- * work too. Without the wait, a busy rider could fill every transaction alone while the
- * transfer thread is still starting the attempts it just claimed, and delivery would fall
- * behind ingest.
- */
-static void wait_for_next_work(struct dispatcher *dispatcher)
-{
-    struct timespec deadline;
-
-    clock_gettime(CLOCK_REALTIME, &deadline);
-    deadline.tv_nsec += RIDER_WAIT_US * 1000L;
-    if (deadline.tv_nsec >= 1000000000L) {
-        deadline.tv_sec++;
-        deadline.tv_nsec -= 1000000000L;
-    }
-    while (dispatcher->work_state != WORK_SUBMITTED && !dispatcher->store_exit &&
-           pthread_cond_timedwait(&dispatcher->work_changed, &dispatcher->work_lock, &deadline) !=
-               ETIMEDOUT)
-        ;
+    return has_work;
 }
 
 static void *store_main(void *arg)
@@ -1251,8 +1262,13 @@ static void *store_main(void *arg)
         while (dispatcher->work_state != WORK_SUBMITTED && !dispatcher->rider_waiting &&
                !dispatcher->store_exit)
             pthread_cond_wait(&dispatcher->work_changed, &dispatcher->work_lock);
+        /*
+         * After a transaction that carried both, the transfer thread gets RIDER_WAIT_US to take
+         * the reply and submit its next work, so that a busy rider does not fill transaction
+         * after transaction alone while delivery falls behind.
+         */
         if (carried_work && dispatcher->work_state != WORK_SUBMITTED)
-            wait_for_next_work(dispatcher);
+            await_submission(dispatcher, RIDER_WAIT_US);
         has_work = dispatcher->work_state == WORK_SUBMITTED;
         ask_rider = dispatcher->rider_waiting && dispatcher->rider.take != NULL;
         dispatcher->rider_waiting = false;
@@ -1265,7 +1281,7 @@ static void *store_main(void *arg)
         if (ask_rider)
             rider_work = rider.take(rider.arg);
         if (rider_work != NULL)
-            do_work_with_rider(dispatcher, &rider, rider_work, has_work);
+            has_work = do_work_with_rider(dispatcher, &rider, rider_work, has_work);
         else if (has_work)
             do_work(dispatcher, &dispatcher->work);
 

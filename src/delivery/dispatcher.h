@@ -70,8 +70,9 @@ void dispatcher_signing_changed(struct dispatcher *dispatcher, const char *integ
  * turns with another connection's. The ingest of events uses it when the process delivers too.
  *
  * When woken, the store thread calls take, which returns the rider's waiting work or NULL.
- * With work, it begins a transaction, calls run, which writes that work and returns 0 or the
- * store error that must undo the transaction, adds its own results and claims, and commits.
+ * With work, it begins a transaction, calls run, which writes that work and returns 1 when it
+ * wrote deliveries, 0 when it wrote none, or the store error that must undo the transaction.
+ * Then it adds its own results and claims, which see those deliveries, and commits.
  * Then it calls finish, saying whether the commit happened. finish may use the connection
  * (outside any transaction) to confirm the commit or redo the work, and it ends the rider's use
  * of the work. Claimed attempts start only after finish returns. All three run on the store

@@ -1199,7 +1199,7 @@ static int test_rider_run(void *arg, void *work, struct store *store)
     assert_int_equal(write_delivery(store, &rider->fixture->user, rider->integration_id,
                                     "{\"event\":\"message_replied\"}", rider->written[run]),
                      0);
-    return run == 0 ? BH_ERR_STORE : 0;
+    return run == 0 ? BH_ERR_STORE : 1;
 }
 
 static void test_rider_finish(void *arg, void *work, struct store *store, bool committed)
