@@ -1,6 +1,7 @@
 #include "core/signature.h"
 
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -96,20 +97,33 @@ static bool base64_decode_strict(const char *text, unsigned char *out, size_t ou
 }
 
 /* Writes the HMAC-SHA256 of "<msg_id>.<timestamp>.<body>" keyed with key into digest. */
+/*
+ * The HMAC algorithm, fetched once per process: EVP_MAC_fetch searches OpenSSL's providers on
+ * every call, which costs more than hashing a small body. A fetched algorithm may be shared by
+ * threads. NULL when the fetch failed.
+ */
+static EVP_MAC *hmac_algorithm;
+static pthread_once_t hmac_once = PTHREAD_ONCE_INIT;
+
+static void fetch_hmac(void)
+{
+    hmac_algorithm = EVP_MAC_fetch(NULL, "HMAC", NULL);
+}
+
 static bool standard_hmac(const unsigned char *key, size_t key_len, const char *msg_id,
                           int64_t timestamp_seconds, const void *body, size_t body_len,
                           unsigned char digest[EVP_MAX_MD_SIZE], size_t *digest_len)
 {
     char prefix[64];
     OSSL_PARAM params[2];
-    EVP_MAC *algorithm = EVP_MAC_fetch(NULL, "HMAC", NULL);
     EVP_MAC_CTX *context = NULL;
     bool ok = false;
     int prefix_len;
 
-    if (algorithm == NULL)
+    pthread_once(&hmac_once, fetch_hmac);
+    if (hmac_algorithm == NULL)
         goto release;
-    context = EVP_MAC_CTX_new(algorithm);
+    context = EVP_MAC_CTX_new(hmac_algorithm);
     if (context == NULL)
         goto release;
 
@@ -129,7 +143,6 @@ static bool standard_hmac(const unsigned char *key, size_t key_len, const char *
 
 release:
     EVP_MAC_CTX_free(context);
-    EVP_MAC_free(algorithm);
     return ok;
 }
 
