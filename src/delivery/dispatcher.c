@@ -8,7 +8,7 @@
  * curl_multi_wakeup.
  *
  * Each integration runs at most max_in_flight_per_endpoint transfers (its cap). Behind them
- * wait up to cap claimed jobs, about twice what the integration finished between two claims
+ * wait up to twice cap claimed jobs, twice what the integration finished between two claims
  * (see slot_loads), so an integration whose transfers hang gets no queue. A finished transfer
  * starts the next queued job of its integration at once, so transfers need not wait for the
  * store thread. A slot of
@@ -313,9 +313,10 @@ static void slot_delete_if_empty(struct slot_table *table, struct integration_sl
 }
 
 /*
- * Lists the integrations with claimed jobs for a claim whose per-integration limit is twice
- * cap: cap running and up to cap queued. The queue may grow to twice the transfers that ended
- * since the last claim, which is about what the integration uses until the next claim. So an
+ * Lists the integrations with claimed jobs for a claim whose per-integration limit is three
+ * times cap: cap running and up to twice cap queued. The queue may grow to twice the transfers
+ * that ended since the last claim, which is about what the integration uses until the next
+ * claim, and the transfers keep going while the store thread writes a long batch. So an
  * integration whose transfers hang gets no queue. Counting starts over for the next claim.
  */
 static size_t slot_loads(struct slot_table *table, size_t cap, struct integration_load *out)
@@ -324,12 +325,12 @@ static size_t slot_loads(struct slot_table *table, size_t cap, struct integratio
 
     for (size_t i = 0; i < table->capacity; i++) {
         struct integration_slot *slot = &table->entries[i];
-        size_t queue_max = 2 * slot->finished < cap ? 2 * slot->finished : cap;
+        size_t queue_max = 2 * slot->finished < 2 * cap ? 2 * slot->finished : 2 * cap;
 
         if (slot_empty(slot))
             continue;
         memcpy(out[n].integration_id, slot->integration_id, sizeof(out[n].integration_id));
-        out[n].claimed = slot->running + slot->queued + (cap - queue_max);
+        out[n].claimed = slot->running + slot->queued + (2 * cap - queue_max);
         slot->finished = 0;
         n++;
     }
@@ -1053,7 +1054,7 @@ static int claim_jobs(struct dispatcher *dispatcher, struct store_work *work, st
         .now_ms = work->now_ms,
         .lease_ms = TIMEOUT_MS_MAX + dispatcher->options.lease_margin_ms,
         .limit = work->claim_limit,
-        .per_integration_limit = 2 * per_endpoint_cap(dispatcher),
+        .per_integration_limit = 3 * per_endpoint_cap(dispatcher),
         .loads = work->loads,
         .load_count = work->load_count,
     };
