@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -80,7 +81,7 @@ static const struct option_spec listen_options[] = {
     {"max-body-bytes", OPTION_INT, offsetof(struct listen_settings, max_body_bytes), "1048576", 1,
      67108864, "bytes", "Largest request body accepted; larger bodies get a 413 response"},
     {"save-dir", OPTION_STRING, offsetof(struct listen_settings, save_dir), NULL, 0, 0, NULL,
-     "Folder to save each raw body in, as NUMBER.body, for 'bearhook verify'"},
+     "Folder to save each raw body in, as NUMBER.body, for 'bearhook verify'; created if missing"},
 };
 
 #define LISTEN_OPTION_COUNT (sizeof(listen_options) / sizeof(listen_options[0]))
@@ -785,6 +786,45 @@ static int run_listener(const struct listen_settings *settings,
     return 0;
 }
 
+/*
+ * Creates the --save-dir folder and any missing parents (mode 0700), so that a typo shows at
+ * start rather than as a warning on every request. Returns 0, or -1 after printing why.
+ */
+static int prepare_save_dir(const char *folder)
+{
+    char *path = xstrdup(folder);
+    struct stat st;
+    int status = 0;
+
+    for (char *p = path + 1; status == 0; p++) {
+        bool end = *p == '\0';
+
+        if (*p != '/' && !end)
+            continue;
+        *p = '\0';
+        if (mkdir(path, 0700) != 0 && errno != EEXIST)
+            status = -1;
+        if (end)
+            break;
+        *p = '/';
+    }
+    if (status == 0 && stat(folder, &st) != 0) {
+        status = -1;
+    } else if (status == 0 && !S_ISDIR(st.st_mode)) {
+        status = -1;
+        errno = ENOTDIR;
+    }
+    if (status == 0 && access(folder, W_OK | X_OK) != 0)
+        status = -1;
+    if (status != 0)
+        fprintf(stderr,
+                "bearhook listen: could not use --save-dir \"%s\": %s; give a folder that "
+                "can be created or written to\n",
+                folder, strerror(errno));
+    free(path);
+    return status;
+}
+
 int cmd_listen(int argc, char **argv)
 {
     struct listen_settings settings = {.port = -1};
@@ -818,6 +858,8 @@ int cmd_listen(int argc, char **argv)
         fprintf(stderr, "bearhook listen: %s\n", err.message);
         goto release;
     }
+    if (settings.save_dir[0] && prepare_save_dir(settings.save_dir) != 0)
+        goto release;
 
     status = run_listener(&settings, &address);
 

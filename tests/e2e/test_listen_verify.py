@@ -282,6 +282,34 @@ def test_listen_saves_raw_body_for_verify(listen, tmp_path):
     assert result.returncode == 0, result.stdout
 
 
+def test_listen_creates_save_dir(listen, tmp_path):
+    folder = tmp_path / "new" / "bodies"
+    listener = listen("--secret", SECRET, "--save-dir", str(folder))
+    body = compact({"lead": {"id": "l1"}})
+
+    status, _, _ = listener.post(body, bearhook_headers(body))
+
+    assert status == 200
+    assert folder.is_dir()
+    assert oct(folder.stat().st_mode & 0o777) == "0o700"
+    with open(folder / "000001.body", "rb") as saved:
+        assert saved.read() == body
+
+
+def test_listen_rejects_unusable_save_dir(tmp_path):
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("x")
+
+    result = subprocess.run([BEARHOOK_BIN, "listen", "--port", "0", "--save-dir",
+                             str(not_a_folder / "bodies")],
+                            capture_output=True, timeout=WAIT_SECONDS)
+
+    assert result.returncode == 2
+    assert f'could not use --save-dir "{not_a_folder / "bodies"}": Not a directory'.encode() \
+        in result.stderr
+    assert b"Listening" not in result.stdout
+
+
 def test_listen_reports_invalid_signature(listen):
     listener = listen("--secret", SECRET)
     body = compact(PAYLOAD)
