@@ -27,7 +27,8 @@ struct ingest {
     struct ingest_job *tail;
     size_t batches_out; /* batches taken and not yet finished */
     bool stopping;
-    struct store *store; /* the own thread's connection, or NULL with a dispatcher */
+    struct store *store;   /* the own thread's connection, or NULL with a dispatcher */
+    bool commits_unsynced; /* the connection commits without a sync, so batches need one */
     struct dispatcher *dispatcher;
 };
 
@@ -96,19 +97,18 @@ static void accept_one_by_one(struct store *store, struct ingest_batch *batch)
 }
 
 /*
- * Makes the accepted jobs durable with one sync, since the connection commits without one.
+ * Makes the accepted jobs durable with one sync, when the connection commits without one.
  * When the sync fails, every job that was accepted gets an error instead of its 202: its event
- * is in the database but may not survive a power loss, and the client may send it again under
- * the same eventId to get its answer.
+ * is saved, and will be delivered, but may not survive a power loss.
  */
-static void confirm_jobs(struct store *store, struct ingest_batch *batch)
+static void confirm_jobs(struct ingest *ingest, struct store *store, struct ingest_batch *batch)
 {
     struct bh_error err;
     bool wrote = false;
 
     for (struct ingest_job *job = batch->jobs; job; job = job->next)
         wrote = wrote || job->result == BH_OK;
-    if (!wrote || store_sync(store, &err) == BH_OK)
+    if (!wrote || !ingest->commits_unsynced || store_sync(store, &err) == BH_OK)
         return;
 
     log_error("ingest", "disk sync of committed events failed error=\"%s\"", err.message);
@@ -117,9 +117,10 @@ static void confirm_jobs(struct store *store, struct ingest_batch *batch)
             continue;
         reset_outcome(job);
         job->result = bh_error_set(&job->err, BH_ERR_IO, "",
-                                   "the event was written but the disk sync failed (%s), so it "
-                                   "may not survive a power loss. Send it again with the same "
-                                   "eventId to get its response without a duplicate",
+                                   "the event was saved, but the disk sync failed (%s), so it "
+                                   "may not survive a power loss. Check the server's disk; "
+                                   "sending the event again with the same eventId returns the "
+                                   "saved response and creates no duplicate",
                                    err.message);
     }
 }
@@ -136,7 +137,7 @@ static void finish_batch(struct ingest *ingest, struct store *store, struct inge
 
     if (!committed)
         accept_one_by_one(store, batch);
-    confirm_jobs(store, batch);
+    confirm_jobs(ingest, store, batch);
     for (struct ingest_job *job = batch->jobs; job; job = next) {
         next = job->next;
         job->next = NULL;
@@ -230,15 +231,13 @@ static void *run_committer(void *arg)
 
 static int start_own_thread(struct ingest *ingest, const char *store_location, struct bh_error *err)
 {
-    struct bh_error sync_err;
-
+    /*
+     * Commits stay synced: another process may deliver from this database, and it must not
+     * see an event before the event is on disk.
+     */
     ingest->store = store_open(store_location, err);
     if (!ingest->store)
         return err->status != BH_OK ? err->status : BH_ERR_STORE;
-    /* Commits skip the disk sync, and confirm_jobs syncs once per batch before any 202. */
-    if (store_set_sync_commits(ingest->store, false, &sync_err) != BH_OK)
-        log_warn("ingest", "each event commit syncs the disk itself error=\"%s\"",
-                 sync_err.message);
     if (pthread_create(&ingest->thread, NULL, run_committer, ingest) != 0) {
         store_close(ingest->store);
         return bh_error_set(err, BH_ERR_INTERNAL, "", "could not start the ingest thread");
@@ -265,6 +264,8 @@ struct ingest *ingest_start(const char *store_location, struct dispatcher *dispa
             .finish = rider_finish,
         };
 
+        /* The dispatcher's connection commits without a sync, and its claims wait for ours. */
+        ingest->commits_unsynced = true;
         dispatcher_attach_rider(dispatcher, &rider);
         return ingest;
     }
@@ -292,6 +293,9 @@ void ingest_submit(struct ingest *ingest, struct ingest_job *job)
             ingest->head = job;
         ingest->tail = job;
         pthread_cond_signal(&ingest->wake);
+        /* Under the lock, so the wake cannot come after ingest_stop detached the rider. */
+        if (!ingest->own_thread)
+            dispatcher_wake_for_rider(ingest->dispatcher);
     }
     pthread_mutex_unlock(&ingest->lock);
 
@@ -299,10 +303,7 @@ void ingest_submit(struct ingest *ingest, struct ingest_job *job)
         job->result = bh_error_set(&job->err, BH_ERR_UNAVAILABLE, "",
                                    "the server is stopping; send the event again");
         MHD_resume_connection(job->connection);
-        return;
     }
-    if (!ingest->own_thread)
-        dispatcher_wake_for_rider(ingest->dispatcher);
 }
 
 void ingest_stop(struct ingest *ingest)
@@ -318,6 +319,7 @@ void ingest_stop(struct ingest *ingest)
         /* The committer accepts what was queued, then ends. */
         pthread_join(ingest->thread, NULL);
         store_close(ingest->store);
+        ingest->store = NULL;
     } else {
         /* The dispatcher's store thread accepts what was queued. */
         dispatcher_wake_for_rider(ingest->dispatcher);
@@ -327,6 +329,12 @@ void ingest_stop(struct ingest *ingest)
         pthread_mutex_unlock(&ingest->lock);
         dispatcher_detach_rider(ingest->dispatcher);
     }
+}
+
+void ingest_free(struct ingest *ingest)
+{
+    if (!ingest)
+        return;
     pthread_mutex_destroy(&ingest->lock);
     pthread_cond_destroy(&ingest->wake);
     pthread_cond_destroy(&ingest->drained);

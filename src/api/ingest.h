@@ -4,14 +4,15 @@
  * POST /v1/events must not respond 202 before its event and deliveries are durable, and one
  * fsync per event would bound ingest at the disk's sync rate. So request threads hand each
  * validated event to a committer and suspend their connection. The committer takes every
- * queued event, accepts them all in one transaction, commits, makes the commit durable with
- * one sync (store_sync), and resumes the connections with their responses. Under load the
- * batches grow by themselves.
+ * queued event, accepts them all in one transaction, commits it durably with one sync, and
+ * resumes the connections with their responses. Under load the batches grow by themselves.
  *
  * In a process that also delivers, the committer is the dispatcher's store thread (see struct
  * dispatcher_rider): a batch of events shares its transaction with the dispatcher's attempt
- * results and claims, so one connection writes every hot row and keeps its pages cached.
- * Without a dispatcher, ingest runs a committer thread with a connection of its own.
+ * results and claims, so one connection writes every hot row and keeps its pages cached. That
+ * connection commits without a sync, and store_sync then confirms the batch before its 202s
+ * and before its claimed attempts start. Without a dispatcher, ingest runs a committer thread
+ * with a connection of its own, whose commits sync, since another process may deliver.
  *
  * An event that fails validation inside the batch (a lead id that does not exist, say) writes
  * nothing and gets its own error, without failing the others. If the store fails, the batch
@@ -21,6 +22,7 @@
  *
  * Calling order: ingest_start, ingest_submit from any thread, ingest_stop (accepts what was
  * queued, then refuses new jobs), and with a dispatcher, ingest_stop before dispatcher_stop.
+ * ingest_free comes last, once no thread can call ingest_submit any more.
  */
 #ifndef BEARHOOK_API_INGEST_H
 #define BEARHOOK_API_INGEST_H
@@ -63,6 +65,8 @@ struct ingest *ingest_start(const char *store_location, struct dispatcher *dispa
  */
 void ingest_submit(struct ingest *ingest, struct ingest_job *job);
 void ingest_stop(struct ingest *ingest);
+/* Frees a stopped ingest; NULL is ignored. */
+void ingest_free(struct ingest *ingest);
 void ingest_job_free(struct ingest_job *job);
 
 /*

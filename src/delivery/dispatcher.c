@@ -106,6 +106,8 @@ struct integration_slot {
     size_t running;
     size_t queued;
     size_t finished;                /* transfers that ended since the last claim was submitted */
+    int timeout_ms;                 /* the integration's timeout, from its latest claimed job */
+    int slowest_ms;                 /* the longest of the transfers counted in finished */
     struct attempt_run *queue_head; /* queued runs, oldest claim first */
     struct attempt_run *queue_tail;
 };
@@ -317,7 +319,11 @@ static void slot_delete_if_empty(struct slot_table *table, struct integration_sl
  * times cap: cap running and up to twice cap queued. The queue may grow to twice the transfers
  * that ended since the last claim, which is about what the integration uses until the next
  * claim, and the transfers keep going while the store thread writes a long batch. So an
- * integration whose transfers hang gets no queue. Counting starts over for the next claim.
+ * integration whose transfers hang gets no queue. A job at the end of a queue of twice cap
+ * waits for about two rounds of transfers and must then start within its lease
+ * (start_queued), so the queue stays within cap unless two of the slowest recent transfers
+ * and the integration's timeout fit in TIMEOUT_MS_MAX. Counting starts over for the next
+ * claim.
  */
 static size_t slot_loads(struct slot_table *table, size_t cap, struct integration_load *out)
 {
@@ -325,13 +331,17 @@ static size_t slot_loads(struct slot_table *table, size_t cap, struct integratio
 
     for (size_t i = 0; i < table->capacity; i++) {
         struct integration_slot *slot = &table->entries[i];
-        size_t queue_max = 2 * slot->finished < 2 * cap ? 2 * slot->finished : 2 * cap;
+        /* A job queued two rounds deep must still start within its claim's lease. */
+        bool deep = 2 * (int64_t)slot->slowest_ms + slot->timeout_ms <= TIMEOUT_MS_MAX;
+        size_t queue_limit = deep ? 2 * cap : cap;
+        size_t queue_max = 2 * slot->finished < queue_limit ? 2 * slot->finished : queue_limit;
 
         if (slot_empty(slot))
             continue;
         memcpy(out[n].integration_id, slot->integration_id, sizeof(out[n].integration_id));
         out[n].claimed = slot->running + slot->queued + (2 * cap - queue_max);
         slot->finished = 0;
+        slot->slowest_ms = 0;
         n++;
     }
     return n;
@@ -651,6 +661,9 @@ static struct integration_slot *running_unlink(struct dispatcher *dispatcher,
 
     slot->running--;
     slot->finished++;
+    /* collect_finished sets the outcome, and its duration, before it unlinks the run. */
+    if (run->outcome.duration_ms > slot->slowest_ms)
+        slot->slowest_ms = run->outcome.duration_ms;
     if (slot_empty(slot)) {
         slot_delete_if_empty(&dispatcher->slots, slot);
         return NULL;
@@ -763,6 +776,7 @@ static void accept_job(struct dispatcher *dispatcher, struct delivery_job *job, 
     memset(job, 0, sizeof(*job));
 
     slot = slot_get(&dispatcher->slots, run->job.integration_id);
+    slot->timeout_ms = run->job.timeout_ms;
     if (slot->running < per_endpoint_cap(dispatcher) && slot->queued == 0) {
         start_transfer(dispatcher, run);
         return;
@@ -1200,7 +1214,8 @@ static bool await_submission(struct dispatcher *dispatcher, long wait_us)
  * creates them and their attempts start once it is confirmed. When the rider's part fails,
  * everything is undone. The rider then redoes its work its own way, and the dispatcher's work
  * runs alone. The rider finishes before the dispatcher's reply is given, so no claimed attempt
- * starts before the rider has confirmed its commit. Returns whether the dispatcher's work ran.
+ * starts before the rider's sync of the commit has returned. Returns whether the dispatcher's
+ * work ran.
  */
 static bool do_work_with_rider(struct dispatcher *dispatcher, const struct dispatcher_rider *rider,
                                void *rider_work, bool has_work)
@@ -1273,8 +1288,10 @@ static void *store_main(void *arg)
         has_work = dispatcher->work_state == WORK_SUBMITTED;
         ask_rider = dispatcher->rider_waiting && dispatcher->rider.take != NULL;
         dispatcher->rider_waiting = false;
+        if (!has_work && !ask_rider && dispatcher->store_exit)
+            break;
         if (!has_work && !ask_rider)
-            break; /* store_exit */
+            continue; /* a wake for a rider that has left */
         rider = dispatcher->rider;
         dispatcher->rider_busy = ask_rider;
         pthread_mutex_unlock(&dispatcher->work_lock);
