@@ -589,9 +589,9 @@ static struct checkpointer *checkpointer_attach(const char *path)
         c->path = xstrdup(path);
         pthread_mutex_init(&c->lock, NULL);
         pthread_cond_init(&c->wake, NULL);
-        /* A connection opens the WAL at its first read, and until then a checkpoint does nothing.
-         */
+        /* The first read opens the WAL; a connection that has not read checkpoints nothing. */
         if (sqlite3_open_v2(path, &c->db, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK ||
+            sqlite3_busy_timeout(c->db, BUSY_TIMEOUT_MS) != SQLITE_OK ||
             sqlite3_exec(c->db, "SELECT count(*) FROM sqlite_schema", NULL, NULL, NULL) !=
                 SQLITE_OK ||
             pthread_create(&c->thread, NULL, run_checkpointer, c) != 0) {
@@ -599,7 +599,6 @@ static struct checkpointer *checkpointer_attach(const char *path)
             pthread_mutex_unlock(&checkpointers_lock);
             return NULL;
         }
-        sqlite3_busy_timeout(c->db, BUSY_TIMEOUT_MS);
         pthread_setname_np(c->thread, "bh-checkpoint");
         c->next = checkpointers;
         checkpointers = c;
