@@ -8,7 +8,7 @@
  * resumes the connections with their responses. Under load the batches grow by themselves.
  *
  * In a process that also delivers, the committer is the dispatcher's store thread (see struct
- * dispatcher_rider): a batch of events shares its transaction with the dispatcher's attempt
+ * dispatcher_rider). A batch of events shares its transaction with the dispatcher's attempt
  * results and claims, so one connection writes every hot row and keeps its pages cached. That
  * connection commits without a sync, and store_sync then confirms the batch before its 202s
  * and before its claimed attempts start. Without a dispatcher, ingest runs a committer thread
@@ -17,8 +17,8 @@
  * An event that fails validation inside the batch (a lead id that does not exist, say) writes
  * nothing and gets its own error, without failing the others. If the store fails, the batch
  * is rolled back and its events are retried one transaction each, so one bad event cannot
- * fail its neighbours. If the sync fails, the events stay written and each gets an error that
- * says to send it again with the same eventId.
+ * fail its neighbours. If the sync fails, the events stay written and are delivered, and each
+ * request gets an error that explains this.
  *
  * Calling order: ingest_start, ingest_submit from any thread, ingest_stop (accepts what was
  * queued, then refuses new jobs), and with a dispatcher, ingest_stop before dispatcher_stop.

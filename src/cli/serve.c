@@ -441,7 +441,7 @@ release:
     api_server_quiesce(server);
     ingest_stop(api.ingest);
     api_server_stop(server);
-    /* Only now can no request thread reach ingest_submit, which answers 503 while stopped. */
+    /* Only now can no request thread reach ingest_submit, which responds 503 while stopped. */
     ingest_free(api.ingest);
     retention_stop(retention);
     if (dispatcher)

@@ -320,8 +320,8 @@ static void slot_delete_if_empty(struct slot_table *table, struct integration_sl
  * that ended since the last claim, which is about what the integration uses until the next
  * claim, and the transfers keep going while the store thread writes a long batch. So an
  * integration whose transfers hang gets no queue. A job at the end of a queue of twice cap
- * waits for about two rounds of transfers and must then start within its lease
- * (start_queued), so the queue stays within cap unless two of the slowest recent transfers
+ * waits for about two rounds of transfers, and it must then start within its lease
+ * (start_queued). So the queue stays within cap unless two of the slowest recent transfers
  * and the integration's timeout fit in TIMEOUT_MS_MAX. Counting starts over for the next
  * claim.
  */
@@ -1210,8 +1210,8 @@ static bool await_submission(struct dispatcher *dispatcher, long wait_us)
 /*
  * Runs the rider's work and the dispatcher's in one transaction. When the rider wrote
  * deliveries and no claim came with the round, the transfer thread is woken and given
- * CLAIM_WAIT_US to submit one, so the new deliveries are claimed in the transaction that
- * creates them and their attempts start once it is confirmed. When the rider's part fails,
+ * CLAIM_WAIT_US to submit one. The new deliveries are then claimed in the transaction that
+ * creates them, and their attempts start once it is confirmed. When the rider's part fails,
  * everything is undone. The rider then redoes its work its own way, and the dispatcher's work
  * runs alone. The rider finishes before the dispatcher's reply is given, so no claimed attempt
  * starts before the rider's sync of the commit has returned. Returns whether the dispatcher's
