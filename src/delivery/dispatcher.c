@@ -331,13 +331,16 @@ static size_t slot_loads(struct slot_table *table, size_t cap, struct integratio
 
     for (size_t i = 0; i < table->capacity; i++) {
         struct integration_slot *slot = &table->entries[i];
-        /* A job queued two rounds deep must still start within its claim's lease. */
-        bool deep = 2 * (int64_t)slot->slowest_ms + slot->timeout_ms <= TIMEOUT_MS_MAX;
-        size_t queue_limit = deep ? 2 * cap : cap;
-        size_t queue_max = 2 * slot->finished < queue_limit ? 2 * slot->finished : queue_limit;
+        bool deep;
+        size_t queue_limit;
+        size_t queue_max;
 
         if (slot_empty(slot))
             continue;
+        /* A job queued two rounds deep must still start within its claim's lease. */
+        deep = 2 * (int64_t)slot->slowest_ms + slot->timeout_ms <= TIMEOUT_MS_MAX;
+        queue_limit = deep ? 2 * cap : cap;
+        queue_max = 2 * slot->finished < queue_limit ? 2 * slot->finished : queue_limit;
         memcpy(out[n].integration_id, slot->integration_id, sizeof(out[n].integration_id));
         out[n].claimed = slot->running + slot->queued + (2 * cap - queue_max);
         slot->finished = 0;
@@ -1151,6 +1154,14 @@ static void refresh_next_due(struct dispatcher *dispatcher, struct store_work *w
         log_error(MODULE, "could not read the next due delivery error=\"%s\"", err.message);
 }
 
+/* Ends a committed work: drops the jobs of a failed claim and reads the next due time. */
+static void end_work(struct dispatcher *dispatcher, struct store_work *work, struct store *store)
+{
+    if (work->claim_status != 0)
+        drop_claimed_jobs(work);
+    refresh_next_due(dispatcher, work, store);
+}
+
 /*
  * Writes the batch and claims, in one transaction when there are both. Claimed jobs are
  * returned only once committed, so no transfer ever runs under a lease that was not.
@@ -1181,9 +1192,7 @@ static void do_work(struct dispatcher *dispatcher, struct store_work *work)
         store_rollback(store);
         work_rolled_back(work, err.status);
     }
-    if (work->claim_status != 0)
-        drop_claimed_jobs(work);
-    refresh_next_due(dispatcher, work, store);
+    end_work(dispatcher, work, store);
 }
 
 /*
@@ -1255,9 +1264,7 @@ static bool do_work_with_rider(struct dispatcher *dispatcher, const struct dispa
         drop_claimed_jobs(work);
         do_work(dispatcher, work);
     } else if (has_work) {
-        if (work->claim_status != 0)
-            drop_claimed_jobs(work);
-        refresh_next_due(dispatcher, work, store);
+        end_work(dispatcher, work, store);
     }
     rider->finish(rider->arg, rider_work, store, committed);
     return has_work;

@@ -36,7 +36,7 @@
 #include "util/log.h"
 
 #define BUSY_TIMEOUT_MS 5000
-/* WAL pages after which a commit asks for a checkpoint, as SQLite's automatic one does. */
+/* WAL pages after which a commit requests a checkpoint, the limit of SQLite's automatic one. */
 #define CHECKPOINT_PAGES 1000
 
 /* Each step runs in its own transaction. Released steps are never edited: add a new one. */
@@ -531,8 +531,9 @@ static const struct statement_def statement_defs[STMT_COUNT] = {
  * connection of its own. SQLite's automatic checkpoint runs inside the commit that takes the
  * WAL past its limit, so that commit, and every writer of the process waiting on writer_lock
  * behind it, would wait for the copying and the syncs. Each connection's WAL hook wakes the
- * checkpointer instead. A passive checkpoint copies what no reader still needs and never
- * blocks a writer, and what it leaves goes next time.
+ * checkpointer instead. A passive checkpoint copies the frames that no reader still needs
+ * without waiting for readers or writers (SQLite's documentation of sqlite3_wal_checkpoint_v2),
+ * and the next one copies what it left.
  */
 struct checkpointer {
     char *path;
@@ -660,8 +661,7 @@ struct sqlite_store {
     bool holds_writer_lock;            /* this connection's transaction holds writer_lock */
     struct checkpointer *checkpointer; /* NULL for an in-memory database */
 
-    /* For sqlite_sync, which may run on another thread than the rest. */
-    pthread_mutex_t sync_lock;
+    /* For sqlite_sync. */
     char *wal_path;  /* NULL for an in-memory database */
     char *dir_path;  /* the folder of the database and its WAL */
     int wal_fd;      /* opened at the first sync, -1 before */
@@ -1028,7 +1028,7 @@ static int configure(sqlite3 *db, bool in_memory, struct bh_error *err)
     sqlite3_busy_timeout(db, BUSY_TIMEOUT_MS);
     status = exec_sql(db,
                       "PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL; "
-                      "PRAGMA temp_store = MEMORY;",
+                      "PRAGMA temp_store = MEMORY",
                       "configure the connection", err);
     if (status < 0 || in_memory)
         return status;
@@ -1119,7 +1119,6 @@ static void sqlite_close(struct store *store)
         checkpointer_detach(s->checkpointer);
     if (s->wal_fd >= 0)
         close(s->wal_fd);
-    pthread_mutex_destroy(&s->sync_lock);
     free(s->wal_path);
     free(s->dir_path);
     free(s);
@@ -1175,7 +1174,6 @@ struct store *sqlite_store_open(const char *path, struct bh_error *err)
     s = xcalloc(1, sizeof(*s));
     s->base.ops = &sqlite_ops;
     s->wal_fd = -1;
-    pthread_mutex_init(&s->sync_lock, NULL);
     if (sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) !=
         SQLITE_OK) {
         bh_error_set(err, BH_ERR_STORE, "", "could not open the database %s: %s", path,
@@ -1753,27 +1751,28 @@ static int expand_shared_body(struct sqlite_store *s, const char *event_id,
 {
     struct query q;
     const void *prefix;
+    bool missing;
     int status;
 
     query_start(&q, s, STMT_EVENT_PAYLOAD_PREFIX);
     bind_text(&q, event_id);
     status = query_step(&q, err);
-    if (status > 0) {
-        prefix = sqlite3_column_blob(q.stmt, 0);
+    prefix = status > 0 ? sqlite3_column_blob(q.stmt, 0) : NULL;
+    missing = prefix == NULL;
+    if (!missing) {
         free(*body);
-        *body = prefix == NULL ? NULL
-                               : payload_finish(prefix, (size_t)sqlite3_column_bytes(q.stmt, 0),
-                                                integration_id, body_len);
-        status = *body != NULL ? 0 : BH_ERR_STORE;
-    } else if (status == 0) {
-        status = BH_ERR_STORE;
+        *body = payload_finish(prefix, (size_t)sqlite3_column_bytes(q.stmt, 0), integration_id,
+                               body_len);
+        missing = *body == NULL;
     }
     query_end(&q);
-    if (status == BH_ERR_STORE)
+    if (status < 0)
+        return status;
+    if (missing)
         return bh_error_set(err, BH_ERR_STORE, "",
                             "the payload of event %s, which its deliveries share, is missing",
                             event_id);
-    return status;
+    return 0;
 }
 
 static int sqlite_delivery_insert(struct store *store, const struct delivery *delivery,
@@ -2663,7 +2662,7 @@ static int sqlite_set_sync_commits(struct store *store, bool sync, struct bh_err
                     "set how commits sync", err);
 }
 
-/* Syncs the folder that holds path, so a file created in it stays after a power loss. */
+/* Syncs the folder at path, so that the files created in it remain after a power loss. */
 static int sync_folder(const char *path, struct bh_error *err)
 {
     int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -2682,8 +2681,8 @@ static int sync_folder(const char *path, struct bh_error *err)
 /*
  * Every commit stays in the WAL until a checkpoint, which syncs the WAL before copying it. So
  * syncing the WAL makes durable what commits without sync wrote, as a synced commit would
- * have; SQLite's own first sync of a new WAL also syncs its folder, and so does this. It uses a
- * descriptor of its own, so another thread may run it while the connection goes on.
+ * have. SQLite's own first sync of a new WAL also syncs its folder, and so does this. SQLite
+ * offers no call that syncs the WAL, so this uses a descriptor of its own.
  */
 static int sqlite_sync(struct store *store, struct bh_error *err)
 {
@@ -2692,7 +2691,6 @@ static int sqlite_sync(struct store *store, struct bh_error *err)
 
     if (s->wal_path == NULL)
         return 0;
-    pthread_mutex_lock(&s->sync_lock);
     if (s->wal_fd < 0) {
         s->wal_fd = open(s->wal_path, O_RDONLY | O_CLOEXEC);
         if (s->wal_fd < 0)
@@ -2706,7 +2704,6 @@ static int sqlite_sync(struct store *store, struct bh_error *err)
         status = sync_folder(s->dir_path, err);
         s->dir_synced = status == 0;
     }
-    pthread_mutex_unlock(&s->sync_lock);
     return status;
 }
 

@@ -304,9 +304,8 @@ int store_delivery_finish_batch(struct store *store, const struct attempt_outcom
 int store_set_sync_commits(struct store *store, bool sync, struct bh_error *err);
 /*
  * Makes every commit of this connection durable, as if it had been made with sync commits on.
- * Group commit uses it: commit without sync, go on with the next transaction, and confirm the
- * earlier ones once this returns. It may run on another thread than the connection's other
- * calls, but on one thread at a time. Counted in METRIC_STORE_SYNCS too.
+ * Group commit uses it: commit a group without sync, then call this once before answering for
+ * the group. Counted in METRIC_STORE_SYNCS too.
  */
 int store_sync(struct store *store, struct bh_error *err);
 /* Ends every lease; for startup when this process is the database's only user. */
