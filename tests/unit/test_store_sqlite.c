@@ -344,6 +344,43 @@ static void checkpoint_copies_wal_while_open(void **state)
     integration_release(&integration);
 }
 
+/*
+ * A connection that commits all the time still lets the WAL start over: about 45 MB of
+ * commits, without a pause, leave a WAL file far smaller than that.
+ */
+static void wal_starts_over_under_steady_commits(void **state)
+{
+    struct fixture *fx = *state;
+    struct integration integration;
+    struct event_record event;
+    struct bh_error err;
+    char *body = xmalloc(3000);
+    char wal[160];
+
+    memset(body, 'x', 3000);
+    assert_int_equal(store_set_sync_commits(fx->store, false, &err), 0);
+    create_integration(fx, fx->user.id, ALL_EVENTS, &integration);
+    create_event(fx, fx->user.id, "campaign-1", &event);
+    for (int round = 0; round < 150; round++) {
+        assert_int_equal(store_begin(fx->store, &err), 0);
+        for (int i = 0; i < 50; i++) {
+            struct delivery d;
+
+            fill_delivery(&event, &integration, T0, &d);
+            d.body = body;
+            d.body_len = 3000;
+            assert_int_equal(store_delivery_insert(fx->store, &d, &err), 0);
+        }
+        assert_int_equal(store_commit(fx->store, &err), 0);
+    }
+    /* The file keeps its largest size, so this is the most the WAL held at any time. */
+    snprintf(wal, sizeof(wal), "%s-wal", fx->path);
+    assert_true(file_size(wal) > 0);
+    assert_true(file_size(wal) < 16 * 1024 * 1024);
+    free(body);
+    integration_release(&integration);
+}
+
 static void store_reopen_keeps_data(void **state)
 {
     struct fixture *fx = *state;
@@ -2748,6 +2785,7 @@ int main(void)
         STORE_TEST(store_reopen_keeps_data),
         STORE_TEST(store_sync_confirms_commits),
         STORE_TEST(checkpoint_copies_wal_while_open),
+        STORE_TEST(wal_starts_over_under_steady_commits),
         STORE_TEST(store_newer_schema_rejected),
         STORE_TEST(store_postgres_not_built),
         STORE_TEST(user_create_and_find),
