@@ -120,21 +120,26 @@ int mapping_apply_json(json_t *input, const char *const *allowed,
 /*
  * Record helpers (records.c), shared by the record endpoints and event ingest.
  * record_load reads a stored record (*out NULL when there is none). record_merge validates
- * input, which must hold "id", and merges it over the stored record without writing; errors
- * name fields under path (NULL for the kind's name); *changed (when not NULL) is true when
- * the result differs from what is stored. record_save writes a merged record, given as its
- * compact JSON text too when the caller has it (NULL to serialize it).
- * record_fetch reads one record or fails with BH_ERR_NOT_FOUND naming field.
+ * input, which must contain "id", and merges it over the stored record without writing. Errors
+ * name fields under path (NULL for the kind's name), and *changed (when not NULL) is true when
+ * the result differs from what is stored. text, when not NULL, receives the stored compact JSON
+ * of a record that the merge left unchanged, and NULL otherwise. record_save writes a merged
+ * record, given as its compact JSON text too when the caller has it (NULL to serialize it).
+ * record_fetch reads one record or fails with BH_ERR_NOT_FOUND naming field; record_fetch_text also
+ * returns the stored JSON text.
  */
 int record_load(struct store *store, enum record_kind kind, const char *user_id, const char *id,
                 json_t **out, struct bh_error *err);
 int record_merge(struct store *store, enum record_kind kind, const char *user_id, json_t *input,
-                 const char *path, json_t **normalized, bool *created, bool *changed,
+                 const char *path, json_t **normalized, bool *created, bool *changed, char **text,
                  struct bh_error *err);
 int record_save(struct store *store, enum record_kind kind, const char *user_id,
                 const json_t *normalized, const char *text, struct bh_error *err);
 int record_fetch(struct store *store, enum record_kind kind, const char *user_id, const char *id,
                  const char *field, json_t **out, struct bh_error *err);
+int record_fetch_text(struct store *store, enum record_kind kind, const char *user_id,
+                      const char *id, const char *field, json_t **out, char **text,
+                      struct bh_error *err);
 
 /* Handlers, one file per resource. */
 int handle_health(struct api_context *, struct request *, struct response *, struct bh_error *);

@@ -50,7 +50,10 @@ static void event_records_release(struct event_records *records)
     }
 }
 
-/* Resolves one record given inline (merged, not yet written) or by id (read). */
+/*
+ * Resolves one record given inline (merged, not yet written) or by id (read). Its text is the
+ * stored one when the event leaves it unchanged, so only a changed record is serialized.
+ */
 static int resolve_record(struct store *store, const char *user_id, json_t *input,
                           enum record_kind kind, struct event_records *records,
                           struct bh_error *err)
@@ -69,13 +72,14 @@ static int resolve_record(struct store *store, const char *user_id, json_t *inpu
             return bh_error_set(err, BH_ERR_MALFORMED, object_field,
                                 "%s must be an object with at least an \"id\"", object_field);
         return record_merge(store, kind, user_id, inline_record, object_field,
-                            &records->record[kind], &created, &records->save[kind], err);
+                            &records->record[kind], &created, &records->save[kind],
+                            &records->text[kind], err);
     }
     if (id) {
         if (!json_is_string(id))
             return bh_error_set(err, BH_ERR_MALFORMED, id_field, "%s must be a string", id_field);
-        return record_fetch(store, kind, user_id, json_string_value(id), id_field,
-                            &records->record[kind], err);
+        return record_fetch_text(store, kind, user_id, json_string_value(id), id_field,
+                                 &records->record[kind], &records->text[kind], err);
     }
     return BH_OK;
 }
@@ -164,7 +168,8 @@ static int write_event(struct store *store, struct event_records *records,
     for (int kind = 0; kind < RECORD_KIND_COUNT && result == BH_OK; kind++) {
         if (!records->record[kind])
             continue;
-        records->text[kind] = json_dumps(records->record[kind], JSON_COMPACT);
+        if (!records->text[kind])
+            records->text[kind] = json_dumps(records->record[kind], JSON_COMPACT);
         if (records->save[kind])
             result = record_save(store, (enum record_kind)kind, event->user_id,
                                  records->record[kind], records->text[kind], err);

@@ -30,49 +30,73 @@ static int check_path_id(enum record_kind kind, const char *id, struct bh_error 
                         record_kind_name(kind), id, EXTERNAL_ID_MAX);
 }
 
-int record_load(struct store *store, enum record_kind kind, const char *user_id, const char *id,
-                json_t **out, struct bh_error *err)
+/* Reads a record as record_load does, and its stored JSON text into *text when text is set. */
+static int load_record(struct store *store, enum record_kind kind, const char *user_id,
+                       const char *id, json_t **out, char **text, struct bh_error *err)
 {
-    char *text = NULL;
+    char *stored = NULL;
     int result;
 
     *out = NULL;
-    result = store_record_get(store, kind, user_id, id, &text, err);
+    if (text)
+        *text = NULL;
+    result = store_record_get(store, kind, user_id, id, &stored, err);
     if (result == BH_ERR_NOT_FOUND)
         return BH_OK;
     if (result != BH_OK)
         return result;
 
-    *out = json_loads(text, 0, NULL);
-    free(text);
-    if (!*out)
+    *out = json_loads(stored, 0, NULL);
+    if (!*out) {
+        free(stored);
         return bh_error_set(err, BH_ERR_STORE, "", "stored %s \"%s\" is not valid JSON",
                             record_kind_name(kind), id);
+    }
+    if (text)
+        *text = stored;
+    else
+        free(stored);
     return BH_OK;
 }
 
+int record_load(struct store *store, enum record_kind kind, const char *user_id, const char *id,
+                json_t **out, struct bh_error *err)
+{
+    return load_record(store, kind, user_id, id, out, NULL, err);
+}
+
 int record_merge(struct store *store, enum record_kind kind, const char *user_id, json_t *input,
-                 const char *path, json_t **normalized, bool *created, bool *changed,
+                 const char *path, json_t **normalized, bool *created, bool *changed, char **text,
                  struct bh_error *err)
 {
     json_t *id_value = json_object_get(input, "id");
     json_t *base = NULL;
+    char *stored = NULL;
+    bool same;
     int result;
 
     *normalized = NULL;
+    if (text)
+        *text = NULL;
     if (!json_is_string(id_value))
         return bh_error_set(err, BH_ERR_INVALID, path ? path : "id", "%s needs an \"id\" string",
                             record_kind_name(kind));
     if (!id_is_valid_external(json_string_value(id_value)))
         return check_path_id(kind, json_string_value(id_value), err);
-    result = record_load(store, kind, user_id, json_string_value(id_value), &base, err);
+    result = load_record(store, kind, user_id, json_string_value(id_value), &base,
+                         text ? &stored : NULL, err);
     if (result != BH_OK)
         return result;
 
     *created = base == NULL;
     *normalized = record_normalize(kind, input, base, path ? path : record_kind_name(kind), err);
+    same = base && *normalized && json_equal(base, *normalized);
     if (changed)
-        *changed = !base || !*normalized || !json_equal(base, *normalized);
+        *changed = !same;
+    if (text && same)
+        *text = stored;
+    else
+        free(stored);
     json_decref(base);
     if (!*normalized)
         return err->status ? err->status : BH_ERR_INVALID;
@@ -93,7 +117,14 @@ int record_save(struct store *store, enum record_kind kind, const char *user_id,
 int record_fetch(struct store *store, enum record_kind kind, const char *user_id, const char *id,
                  const char *field, json_t **out, struct bh_error *err)
 {
-    int result = record_load(store, kind, user_id, id, out, err);
+    return record_fetch_text(store, kind, user_id, id, field, out, NULL, err);
+}
+
+int record_fetch_text(struct store *store, enum record_kind kind, const char *user_id,
+                      const char *id, const char *field, json_t **out, char **text,
+                      struct bh_error *err)
+{
+    int result = load_record(store, kind, user_id, id, out, text, err);
 
     if (result == BH_OK && !*out)
         return bh_error_set(err, BH_ERR_NOT_FOUND, field,
@@ -130,7 +161,7 @@ static int put_record(enum record_kind kind, struct api_context *api, struct req
     json_object_set_new(input, "id", json_string(id));
 
     result = record_merge(api->store, kind, request->user.id, input, NULL, &normalized, &created,
-                          NULL, err);
+                          NULL, NULL, err);
     json_decref(input);
     if (result == BH_OK)
         result = record_save(api->store, kind, request->user.id, normalized, NULL, err);

@@ -153,6 +153,37 @@ def test_minimal_lead_defaults_and_optional_parts(server, make_recorder):
     assert list(payload) == ["event", "timestamp", "data", "metadata"]
 
 
+def test_inline_lead_merges_over_stored(server, make_recorder):
+    """A new inline lead is sent as given. A partial one merges over the stored lead, even
+    without the firstName a new lead needs. One equal to the stored lead is sent as stored."""
+    recorder = make_recorder()
+    integration = create_integration(server, recorder.url)
+    setup_campaign(server)
+    connect(server, CAMPAIGN["id"], integration["id"])
+
+    events = [
+        post_event(server, lead={"id": "lead-m", "firstName": "Ana", "email": "ana@example.com"}),
+        post_event(server, lead={"id": "lead-m", "lastName": "Lima"}),
+        post_event(server, lead={"id": "lead-m", "firstName": "Ana", "lastName": "Lima",
+                                 "email": "ana@example.com"}),
+    ]
+    recorder.wait_count(3)
+    payloads = [json.loads(record["body"]) for record in recorder.requests]
+    by_event = {payload["metadata"]["eventId"]: payload["data"]["lead"] for payload in payloads}
+    leads = [by_event[event["eventId"]] for event in events]
+    assert [lead["lastName"] for lead in leads] == [None, "Lima", "Lima"]
+    assert [lead["firstName"] for lead in leads] == ["Ana", "Ana", "Ana"]
+    assert [lead["email"] for lead in leads] == ["ana@example.com"] * 3
+    assert leads[1] == leads[2]
+    assert list(leads[2]) == list(FULL_LEAD)
+    assert server.ok("GET", "/v1/leads/lead-m") == leads[2]
+
+    status, answer, _ = server.request("POST", "/v1/events",
+                                       {"type": "message_sent", "lead": {"id": "lead-new"}})
+    assert status == 422
+    assert answer["error"]["field"] == "lead.firstName"
+
+
 def test_unicode_arrives_byte_for_byte(server, make_recorder):
     recorder = make_recorder()
     integration = create_integration(server, recorder.url)
