@@ -1,7 +1,8 @@
 /*
  * record_normalize: canonical key order, defaults, merging over a stored record, and one check
  * per validation rule with the status, the field path and the part of the message that names
- * the fix.
+ * the fix. Also record_merge and record_fetch_text on a store in memory: the stored text they
+ * return for a record that a merge leaves unchanged.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -16,7 +17,10 @@
 
 #include <jansson.h>
 
+#include "api/api.h"
+#include "core/ids.h"
 #include "core/records.h"
+#include "store/store.h"
 
 static const char *const lead_keys[] = {
     "id",        "firstName",        "lastName",        "email",
@@ -691,6 +695,134 @@ static void records_unknown_kind(void **state)
     json_decref(input);
 }
 
+/* ---- The stored text from record_merge and record_fetch_text ---- */
+
+static struct store *open_store_with_user(struct user *user)
+{
+    struct store *store;
+    struct bh_error err;
+
+    store = store_open(":memory:", &err);
+    assert_non_null(store);
+    memset(user, 0, sizeof(*user));
+    id_generate(user->id);
+    snprintf(user->name, sizeof(user->name), "records test");
+    user->created_ms = 1770000000000;
+    assert_int_equal(store_user_create(store, user, "hash-of-an-unused-key", &err), 0);
+    return store;
+}
+
+/* Merges text over lead l1 and returns the merge's status, with the outputs in the pointers. */
+static int merge_lead(struct store *store, const struct user *user, const char *text,
+                      json_t **normalized, bool *changed, char **stored_text)
+{
+    json_t *input = json_loads(text, 0, NULL);
+    struct bh_error err;
+    bool created = false;
+    int result;
+
+    assert_non_null(input);
+    bh_error_clear(&err);
+    result = record_merge(store, RECORD_LEAD, user->id, input, "lead", normalized, &created,
+                          changed, stored_text, &err);
+    json_decref(input);
+    return result;
+}
+
+static void records_merge_text_unchanged(void **state)
+{
+    struct user user;
+    struct store *store = open_store_with_user(&user);
+    json_t *normalized = NULL;
+    char *text = NULL;
+    char *stored = NULL;
+    char *dumped;
+    bool changed = false;
+    struct bh_error err;
+
+    (void)state;
+    /* New: nothing stored yet, so no text. */
+    assert_int_equal(merge_lead(store, &user, "{\"id\":\"l1\",\"firstName\":\"Ana\"}", &normalized,
+                                &changed, &text),
+                     BH_OK);
+    assert_true(changed);
+    assert_null(text);
+    assert_int_equal(record_save(store, RECORD_LEAD, user.id, normalized, NULL, &err), BH_OK);
+    json_decref(normalized);
+
+    /* The same fields again: the stored text, byte for byte what serializing gives. */
+    assert_int_equal(store_record_get(store, RECORD_LEAD, user.id, "l1", &stored, &err), BH_OK);
+    assert_int_equal(merge_lead(store, &user, "{\"id\":\"l1\",\"firstName\":\"Ana\"}", &normalized,
+                                &changed, &text),
+                     BH_OK);
+    assert_false(changed);
+    assert_non_null(text);
+    assert_string_equal(text, stored);
+    dumped = json_dumps(normalized, JSON_COMPACT);
+    assert_string_equal(text, dumped);
+    free(dumped);
+    free(text);
+    json_decref(normalized);
+
+    /* A changed field: no stored text, since it no longer matches. */
+    assert_int_equal(merge_lead(store, &user, "{\"id\":\"l1\",\"lastName\":\"Lima\"}", &normalized,
+                                &changed, &text),
+                     BH_OK);
+    assert_true(changed);
+    assert_null(text);
+    json_decref(normalized);
+
+    /* Rejected input: no record and no text. */
+    assert_int_equal(
+        merge_lead(store, &user, "{\"id\":\"l1\",\"age\":3}", &normalized, &changed, &text),
+        BH_ERR_INVALID);
+    assert_null(normalized);
+    assert_null(text);
+
+    free(stored);
+    store_close(store);
+}
+
+static void records_fetch_text_stored(void **state)
+{
+    struct user user;
+    struct store *store = open_store_with_user(&user);
+    json_t *input = json_loads("{\"id\":\"c1\",\"name\":\"Q1\"}", 0, NULL);
+    json_t *normalized;
+    json_t *fetched = NULL;
+    char *text = NULL;
+    char *stored = NULL;
+    struct bh_error err;
+
+    (void)state;
+    normalized = record_normalize(RECORD_CAMPAIGN, input, NULL, NULL, &err);
+    assert_non_null(normalized);
+    assert_int_equal(record_save(store, RECORD_CAMPAIGN, user.id, normalized, NULL, &err), BH_OK);
+    assert_int_equal(store_record_get(store, RECORD_CAMPAIGN, user.id, "c1", &stored, &err), BH_OK);
+
+    assert_int_equal(record_fetch_text(store, RECORD_CAMPAIGN, user.id, "c1", "campaignId",
+                                       &fetched, &text, &err),
+                     BH_OK);
+    assert_string_equal(text, stored);
+    assert_true(json_equal(fetched, normalized));
+    free(text);
+    json_decref(fetched);
+
+    text = NULL;
+    fetched = NULL;
+    assert_int_equal(record_fetch_text(store, RECORD_CAMPAIGN, user.id, "c2", "campaignId",
+                                       &fetched, &text, &err),
+                     BH_ERR_NOT_FOUND);
+    assert_string_equal(err.field, "campaignId");
+    assert_null(fetched);
+    assert_null(text);
+
+    free(stored);
+    json_decref(normalized);
+    json_decref(input);
+    store_close(store);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -727,6 +859,8 @@ int main(void)
         cmocka_unit_test(records_custom_path),
         cmocka_unit_test(records_message_excerpt_utf8),
         cmocka_unit_test(records_unknown_kind),
+        cmocka_unit_test(records_merge_text_unchanged),
+        cmocka_unit_test(records_fetch_text_stored),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
