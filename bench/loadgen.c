@@ -281,8 +281,9 @@ static int start_due(struct run *run)
         if (run->settings.rate > 0) {
             int64_t due = next_due_us(run);
 
+            /* Rounded up: a wait under 1 ms rounded down to 0 would spin on poll. */
             if (due > now - run->begin_us)
-                return (int)((due - (now - run->begin_us)) / 1000);
+                return (int)((due - (now - run->begin_us) + 999) / 1000);
             if (now - run->begin_us - due > 10000)
                 run->late++;
         }
