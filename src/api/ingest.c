@@ -10,11 +10,23 @@
 #include "util/metrics.h"
 
 #define BATCH_MAX 1024 /* events in one transaction */
+/*
+ * Deliveries that the events of one transaction on the dispatcher's store thread may create,
+ * past which the rest of the batch waits for the next transaction. An event is never split,
+ * and a transaction accepts at least one. The store thread writes the dispatcher's results
+ * and claims in the same transactions, so a limit keeps the deliveries already waiting from
+ * being crowded out by new ones when events come faster than they can be delivered. In the
+ * benchmark, with 10 deliveries per event at full speed, 15,100 to 16,600 deliveries/s went out
+ * with none left queued, against 13,900 to 14,500/s with 27,000 left queued after 3 s, while
+ * accepted events fell from 2,300 to 1,600/s. A limit of 128 left 7,000 queued.
+ */
+#define RIDER_DELIVERIES_MAX 64
 
 /* Jobs taken from the queue to be accepted in one transaction. */
 struct ingest_batch {
     struct ingest_job *jobs;
-    size_t deliveries; /* created by the jobs accepted */
+    size_t deliveries;     /* created by the jobs accepted */
+    size_t delivery_limit; /* deliveries after which the rest goes back to the queue; 0: none */
 };
 
 struct ingest {
@@ -55,17 +67,37 @@ static bool is_store_failure(int result)
     return result == BH_ERR_STORE || result == BH_ERR_IO || result == BH_ERR_INTERNAL;
 }
 
+/* Puts jobs, a list in queue order, back at the head of the queue. */
+static void requeue_jobs(struct ingest *ingest, struct ingest_job *jobs)
+{
+    struct ingest_job *last = jobs;
+
+    while (last->next)
+        last = last->next;
+    pthread_mutex_lock(&ingest->lock);
+    last->next = ingest->head;
+    ingest->head = jobs;
+    if (!ingest->tail)
+        ingest->tail = last;
+    pthread_mutex_unlock(&ingest->lock);
+}
+
 /*
- * Accepts every job inside the caller's open transaction. Returns 0, or the store failure
- * that must undo the transaction.
+ * Accepts the batch's jobs inside the caller's open transaction, in order. Once they have
+ * created batch->delivery_limit deliveries, the jobs left go back to the queue and leave the
+ * batch. Returns 0, or the store failure that must undo the transaction.
  */
-static int accept_jobs(struct store *store, struct ingest_batch *batch)
+static int accept_jobs(struct ingest *ingest, struct store *store, struct ingest_batch *batch)
 {
     batch->deliveries = 0;
     for (struct ingest_job *job = batch->jobs; job; job = job->next) {
         job->result = event_accept(store, job, &batch->deliveries);
         if (is_store_failure(job->result))
             return job->result;
+        if (batch->delivery_limit > 0 && batch->deliveries >= batch->delivery_limit && job->next) {
+            requeue_jobs(ingest, job->next);
+            job->next = NULL;
+        }
     }
     return 0;
 }
@@ -196,9 +228,10 @@ static void *rider_take(void *arg)
 static int rider_run(void *arg, void *work, struct store *store)
 {
     struct ingest_batch *batch = work;
-    int result = accept_jobs(store, batch);
+    int result;
 
-    (void)arg;
+    batch->delivery_limit = RIDER_DELIVERIES_MAX;
+    result = accept_jobs(arg, store, batch);
     if (result != 0)
         return result;
     return batch->deliveries > 0 ? 1 : 0;
@@ -219,7 +252,7 @@ static void *run_committer(void *arg)
     while ((batch = take_batch(ingest, true)) != NULL) {
         struct bh_error err;
         bool committed = store_begin(ingest->store, &err) == BH_OK &&
-                         accept_jobs(ingest->store, batch) == 0 &&
+                         accept_jobs(ingest, ingest->store, batch) == 0 &&
                          store_commit(ingest->store, &err) == BH_OK;
 
         if (!committed)

@@ -11,8 +11,11 @@
  * dispatcher_rider). A batch of events shares its transaction with the dispatcher's attempt
  * results and claims, so one connection writes every hot row and keeps its pages cached. That
  * connection commits without a sync, and store_sync then confirms the batch before its 202s
- * and before its claimed attempts start. Without a dispatcher, ingest runs a committer thread
- * with a connection of its own, whose commits sync, since another process may deliver.
+ * and before its claimed attempts start. A batch there stops taking events once they have
+ * created 64 deliveries (RIDER_DELIVERIES_MAX in ingest.c), and the rest wait for the next
+ * transaction, so the dispatcher's work comes around often. Without a dispatcher, ingest runs a
+ * committer thread with a connection of its own, whose commits sync, since another process may
+ * deliver.
  *
  * An event that fails validation inside the batch (a lead id that does not exist, say) writes
  * nothing and gets its own error, without failing the others. If the store fails, the batch

@@ -1,5 +1,6 @@
 """End to end: events reported over the API reach real receivers, signed, with retries."""
 import base64
+import concurrent.futures
 import hashlib
 import hmac
 import http.client
@@ -435,6 +436,26 @@ def test_events_are_synced_before_their_answer(server, make_recorder):
     # Attempt results are not synced: only events wait for the disk.
     time.sleep(0.3)
     assert metric(server, "bearhook_store_syncs_total") == syncs
+
+
+def test_events_with_many_deliveries_commit_apart(server, make_recorder):
+    """One transaction takes events until they have created 64 deliveries, so that new
+    deliveries cannot crowd out those already waiting. Eight events sent at once, with 70
+    deliveries each, take a transaction and a sync each, where they could share fewer."""
+    recorder = make_recorder()
+    setup_campaign(server)
+    for index in range(70):
+        integration = create_integration(server, recorder.url, name=f"CRM {index}")
+        connect(server, CAMPAIGN["id"], integration["id"])
+    before = metric(server, "bearhook_store_syncs_total")
+
+    def send(index):
+        return post_event(server, lead={"id": f"lead-{index}", "firstName": "Jane"})
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        accepted = list(pool.map(send, range(8)))
+    assert [len(answer["deliveries"]) for answer in accepted] == [70] * 8
+    assert metric(server, "bearhook_store_syncs_total") - before == 8
 
 
 def test_api_and_worker_processes_split_the_work(start_server, make_recorder, tmp_path):
