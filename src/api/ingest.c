@@ -25,8 +25,7 @@
 /* Jobs taken from the queue to be accepted in one transaction. */
 struct ingest_batch {
     struct ingest_job *jobs;
-    size_t deliveries;     /* created by the jobs accepted */
-    size_t delivery_limit; /* deliveries after which the rest goes back to the queue; 0: none */
+    size_t deliveries; /* created by the jobs accepted */
 };
 
 struct ingest {
@@ -84,17 +83,18 @@ static void requeue_jobs(struct ingest *ingest, struct ingest_job *jobs)
 
 /*
  * Accepts the batch's jobs inside the caller's open transaction, in order. Once they have
- * created batch->delivery_limit deliveries, the jobs left go back to the queue and leave the
- * batch. Returns 0, or the store failure that must undo the transaction.
+ * created delivery_limit deliveries (0 for no limit), the jobs left go back to the queue and
+ * leave the batch. Returns 0, or the store failure that must undo the transaction.
  */
-static int accept_jobs(struct ingest *ingest, struct store *store, struct ingest_batch *batch)
+static int accept_jobs(struct ingest *ingest, struct store *store, struct ingest_batch *batch,
+                       size_t delivery_limit)
 {
     batch->deliveries = 0;
     for (struct ingest_job *job = batch->jobs; job; job = job->next) {
         job->result = event_accept(store, job, &batch->deliveries);
         if (is_store_failure(job->result))
             return job->result;
-        if (batch->delivery_limit > 0 && batch->deliveries >= batch->delivery_limit && job->next) {
+        if (delivery_limit > 0 && batch->deliveries >= delivery_limit && job->next) {
             requeue_jobs(ingest, job->next);
             job->next = NULL;
         }
@@ -228,10 +228,8 @@ static void *rider_take(void *arg)
 static int rider_run(void *arg, void *work, struct store *store)
 {
     struct ingest_batch *batch = work;
-    int result;
+    int result = accept_jobs(arg, store, batch, RIDER_DELIVERIES_MAX);
 
-    batch->delivery_limit = RIDER_DELIVERIES_MAX;
-    result = accept_jobs(arg, store, batch);
     if (result != 0)
         return result;
     return batch->deliveries > 0 ? 1 : 0;
@@ -252,7 +250,7 @@ static void *run_committer(void *arg)
     while ((batch = take_batch(ingest, true)) != NULL) {
         struct bh_error err;
         bool committed = store_begin(ingest->store, &err) == BH_OK &&
-                         accept_jobs(ingest, ingest->store, batch) == 0 &&
+                         accept_jobs(ingest, ingest->store, batch, 0) == 0 &&
                          store_commit(ingest->store, &err) == BH_OK;
 
         if (!committed)

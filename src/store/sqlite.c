@@ -40,7 +40,7 @@
 #define CHECKPOINT_PAGES 1000
 /* A checkpoint round stops its unlocked passes once one copies fewer frames than this. */
 #define CATCHUP_FRAMES 100
-#define CATCHUP_PASSES 4 /* unlocked passes of a checkpoint round at most */
+#define CATCHUP_PASSES 4 /* the most unlocked passes in one checkpoint round */
 
 /* Each step runs in its own transaction. Released steps are never edited: add a new one. */
 static const char *const migrations[] = {
@@ -601,6 +601,7 @@ static int checkpoint_round(struct checkpointer *c)
         /* A short WAL has started over since the hook asked for this round. */
         if (rc != SQLITE_OK || wal_frames < CHECKPOINT_PAGES)
             return rc;
+        /* copied counts from the WAL's first frame, so the first pass never stops the loop. */
         if (copied - copied_before < CATCHUP_FRAMES)
             break;
         copied_before = copied;

@@ -312,22 +312,20 @@ static off_t file_size(const char *path)
  * Checkpoints run on a thread of their own: once commits take the WAL past its limit, its
  * pages reach the database file while the connection stays open and writes nothing more.
  */
-static void checkpoint_copies_wal_while_open(void **state)
+/* Commits `commits` transactions in a row, each of `per_commit` deliveries of 3000 bytes. */
+static void commit_large_deliveries(struct fixture *fx, int commits, int per_commit)
 {
-    struct fixture *fx = *state;
     struct integration integration;
     struct event_record event;
     struct bh_error err;
     char *body = xmalloc(3000);
-    off_t before = file_size(fx->path);
 
     memset(body, 'x', 3000);
     create_integration(fx, fx->user.id, ALL_EVENTS, &integration);
     create_event(fx, fx->user.id, "campaign-1", &event);
-    /* About 6 MB in 10 commits, past the 1000 pages (4 MB) that ask for a checkpoint. */
-    for (int round = 0; round < 10; round++) {
+    for (int round = 0; round < commits; round++) {
         assert_int_equal(store_begin(fx->store, &err), 0);
-        for (int i = 0; i < 200; i++) {
+        for (int i = 0; i < per_commit; i++) {
             struct delivery d;
 
             fill_delivery(&event, &integration, T0, &d);
@@ -337,11 +335,20 @@ static void checkpoint_copies_wal_while_open(void **state)
         }
         assert_int_equal(store_commit(fx->store, &err), 0);
     }
+    free(body);
+    integration_release(&integration);
+}
+
+static void checkpoint_copies_wal_while_open(void **state)
+{
+    struct fixture *fx = *state;
+    off_t before = file_size(fx->path);
+
+    /* About 6 MB in 10 commits, past the 1000 pages (4 MB) that ask for a checkpoint. */
+    commit_large_deliveries(fx, 10, 200);
     for (int wait = 0; wait < 200 && file_size(fx->path) < before + 3 * 1024 * 1024; wait++)
         usleep(50 * 1000);
     assert_true(file_size(fx->path) >= before + 3 * 1024 * 1024);
-    free(body);
-    integration_release(&integration);
 }
 
 /*
@@ -351,34 +358,15 @@ static void checkpoint_copies_wal_while_open(void **state)
 static void wal_starts_over_under_steady_commits(void **state)
 {
     struct fixture *fx = *state;
-    struct integration integration;
-    struct event_record event;
     struct bh_error err;
-    char *body = xmalloc(3000);
     char wal[160];
 
-    memset(body, 'x', 3000);
     assert_int_equal(store_set_sync_commits(fx->store, false, &err), 0);
-    create_integration(fx, fx->user.id, ALL_EVENTS, &integration);
-    create_event(fx, fx->user.id, "campaign-1", &event);
-    for (int round = 0; round < 150; round++) {
-        assert_int_equal(store_begin(fx->store, &err), 0);
-        for (int i = 0; i < 50; i++) {
-            struct delivery d;
-
-            fill_delivery(&event, &integration, T0, &d);
-            d.body = body;
-            d.body_len = 3000;
-            assert_int_equal(store_delivery_insert(fx->store, &d, &err), 0);
-        }
-        assert_int_equal(store_commit(fx->store, &err), 0);
-    }
+    commit_large_deliveries(fx, 150, 50);
     /* The file keeps its largest size, so this is the most the WAL held at any time. */
     snprintf(wal, sizeof(wal), "%s-wal", fx->path);
     assert_true(file_size(wal) > 0);
     assert_true(file_size(wal) < 28 * 1024 * 1024);
-    free(body);
-    integration_release(&integration);
 }
 
 static void store_reopen_keeps_data(void **state)
