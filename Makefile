@@ -30,6 +30,7 @@ test: deps
 # on loopback and prints one table (also written to build-bench/results.md). It reports and
 # never fails on a missed target. ARGS=--quick runs a shorter version.
 bench:
+	@scripts/install-deps wrk
 	@[ -f build-bench/bearhook/build.ninja ] || meson setup build-bench/bearhook --buildtype=release
 	ninja -C build-bench/bearhook bearhook
 	$(MAKE) -C bench
