@@ -352,7 +352,7 @@ static int read_event_type(json_t *input, int *type, struct bh_error *err)
                             "type is required: one of connection_request_sent, "
                             "connection_request_accepted, message_sent, message_replied");
     *type = event_type_from_name(json_string_value(value));
-    info = *type >= 0 ? event_type_info((enum event_type) * type) : NULL;
+    info = *type >= 0 ? event_type_info((enum event_type)(*type)) : NULL;
     if (!info || !info->selectable)
         return bh_error_set(err, BH_ERR_INVALID, "type",
                             "unknown event type \"%.64s\"; use one of connection_request_sent, "

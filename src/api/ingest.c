@@ -30,7 +30,6 @@ struct ingest_batch {
 
 struct ingest {
     pthread_t thread; /* the committer, when no dispatcher carries the batches */
-    bool own_thread;
     pthread_mutex_t lock;
     pthread_cond_t wake;     /* own thread: jobs queued, or stopping */
     pthread_cond_t drained;  /* a batch finished, which ingest_stop waits for */
@@ -38,9 +37,8 @@ struct ingest {
     struct ingest_job *tail;
     size_t batches_out; /* batches taken and not yet finished */
     bool stopping;
-    struct store *store;   /* the own thread's connection, or NULL with a dispatcher */
-    bool commits_unsynced; /* the connection commits without a sync, so batches need one */
-    struct dispatcher *dispatcher;
+    struct store *store;           /* the own thread's connection, or NULL with a dispatcher */
+    struct dispatcher *dispatcher; /* carries the batches, or NULL when `thread` does */
 };
 
 void ingest_job_free(struct ingest_job *job)
@@ -140,7 +138,8 @@ static void confirm_jobs(struct ingest *ingest, struct store *store, struct inge
 
     for (struct ingest_job *job = batch->jobs; job; job = job->next)
         wrote = wrote || job->result == BH_OK;
-    if (!wrote || !ingest->commits_unsynced || store_sync(store, &err) == BH_OK)
+    /* The own thread's commits sync, but the dispatcher's connection commits without one. */
+    if (!wrote || !ingest->dispatcher || store_sync(store, &err) == BH_OK)
         return;
 
     log_error("ingest", "disk sync of committed events failed error=\"%s\"", err.message);
@@ -274,7 +273,6 @@ static int start_own_thread(struct ingest *ingest, const char *store_location, s
         return bh_error_set(err, BH_ERR_INTERNAL, "", "could not start the ingest thread");
     }
     pthread_setname_np(ingest->thread, "bh-ingest");
-    ingest->own_thread = true;
     return BH_OK;
 }
 
@@ -296,7 +294,6 @@ struct ingest *ingest_start(const char *store_location, struct dispatcher *dispa
         };
 
         /* The dispatcher's connection commits without a sync, and its claims wait for ours. */
-        ingest->commits_unsynced = true;
         dispatcher_attach_rider(dispatcher, &rider);
         return ingest;
     }
@@ -325,7 +322,7 @@ void ingest_submit(struct ingest *ingest, struct ingest_job *job)
         ingest->tail = job;
         pthread_cond_signal(&ingest->wake);
         /* Under the lock, so the wake cannot come after ingest_stop detached the rider. */
-        if (!ingest->own_thread)
+        if (ingest->dispatcher)
             dispatcher_wake_for_rider(ingest->dispatcher);
     }
     pthread_mutex_unlock(&ingest->lock);
@@ -346,7 +343,7 @@ void ingest_stop(struct ingest *ingest)
     pthread_cond_signal(&ingest->wake);
     pthread_mutex_unlock(&ingest->lock);
 
-    if (ingest->own_thread) {
+    if (!ingest->dispatcher) {
         /* The committer accepts what was queued, then ends. */
         pthread_join(ingest->thread, NULL);
         store_close(ingest->store);

@@ -1141,8 +1141,7 @@ static void work_rolled_back(struct store_work *work, int status)
     drop_claimed_jobs(work);
 }
 
-static void refresh_next_due(struct dispatcher *dispatcher, struct store_work *work,
-                             struct store *store)
+static void refresh_next_due(struct store_work *work, struct store *store)
 {
     struct bh_error err;
 
@@ -1155,11 +1154,11 @@ static void refresh_next_due(struct dispatcher *dispatcher, struct store_work *w
 }
 
 /* Ends a committed work: drops the jobs of a failed claim and reads the next due time. */
-static void end_work(struct dispatcher *dispatcher, struct store_work *work, struct store *store)
+static void end_work(struct store_work *work, struct store *store)
 {
     if (work->claim_status != 0)
         drop_claimed_jobs(work);
-    refresh_next_due(dispatcher, work, store);
+    refresh_next_due(work, store);
 }
 
 /*
@@ -1180,7 +1179,7 @@ static void do_work(struct dispatcher *dispatcher, struct store_work *work)
                   "end error=\"%s\"",
                   work->batch_count, err.message);
         work_rolled_back(work, err.status);
-        refresh_next_due(dispatcher, work, store);
+        refresh_next_due(work, store);
         return;
     }
     do_work_inside(dispatcher, work, store);
@@ -1192,7 +1191,7 @@ static void do_work(struct dispatcher *dispatcher, struct store_work *work)
         store_rollback(store);
         work_rolled_back(work, err.status);
     }
-    end_work(dispatcher, work, store);
+    end_work(work, store);
 }
 
 /*
@@ -1264,7 +1263,7 @@ static bool do_work_with_rider(struct dispatcher *dispatcher, const struct dispa
         drop_claimed_jobs(work);
         do_work(dispatcher, work);
     } else if (has_work) {
-        end_work(dispatcher, work, store);
+        end_work(work, store);
     }
     rider->finish(rider->arg, rider_work, store, committed);
     return has_work;
